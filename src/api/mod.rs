@@ -1,0 +1,104 @@
+//! The gRPC surface: `spindle.v1.JobService` over the engine. Each method converts its
+//! request to domain values ([`convert`]), calls the engine, and maps errors once
+//! ([`status`]). No scheduling logic lives here.
+
+pub mod convert;
+pub mod status;
+
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use tonic::{Code, Request, Response, Status};
+
+use crate::engine::{Engine, EngineError};
+use crate::pb;
+use crate::pb::job_service_server::JobService;
+
+/// The JobService implementation.
+#[derive(Debug, Clone)]
+pub struct JobApi {
+    engine: Engine,
+}
+
+impl JobApi {
+    pub fn new(engine: Engine) -> Self {
+        JobApi { engine }
+    }
+}
+
+/// The stream WatchProgress answers with.
+pub type JobEventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JobService for JobApi {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let spec = convert::submit_spec(request.into_inner())
+            .map_err(|v| Status::from(EngineError::InvalidRequest(v)))?;
+        let job = self.engine.submit(spec).await?;
+        tracing::debug!(id = %job.id, kind = %job.spec.kind, "submitted");
+        Ok(Response::new(pb::SubmitResponse {
+            job: Some(convert::job_to_pb(&job)),
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = convert::job_id("id", &request.into_inner().id).map_err(status::invalid_field)?;
+        let job = self.engine.get(id).await?;
+        Ok(Response::new(convert::job_to_pb(&job)))
+    }
+
+    type WatchProgressStream = JobEventStream;
+
+    async fn watch_progress(
+        &self,
+        request: Request<pb::WatchProgressRequest>,
+    ) -> Result<Response<Self::WatchProgressStream>, Status> {
+        let request = request.into_inner();
+        let id = convert::job_id("id", &request.id).map_err(status::invalid_field)?;
+        let events = self.engine.watch(id, request.after_seq).await?;
+        let events = events.map(move |event| match event {
+            Ok(event) => Ok(convert::event_to_pb(id, &event)),
+            Err(e) => Err(Status::from(e)),
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn cancel(&self, request: Request<pb::CancelRequest>) -> Result<Response<pb::Job>, Status> {
+        let id = convert::job_id("id", &request.into_inner().id).map_err(status::invalid_field)?;
+        let job = self.engine.cancel(id).await?;
+        Ok(Response::new(convert::job_to_pb(&job)))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let query = convert::list_query(request.into_inner()).map_err(|v| {
+            status::bad_request(Code::InvalidArgument, "invalid ListJobsRequest", &v)
+        })?;
+        let (jobs, next) = self.engine.list(query).await?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.iter().map(convert::job_to_pb).collect(),
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_kinds(
+        &self,
+        _request: Request<pb::ListKindsRequest>,
+    ) -> Result<Response<pb::ListKindsResponse>, Status> {
+        let kinds = self
+            .engine
+            .registry()
+            .kinds()
+            .map(|k| convert::kind_to_pb(k))
+            .collect();
+        Ok(Response::new(pb::ListKindsResponse { kinds }))
+    }
+}

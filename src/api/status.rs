@@ -1,0 +1,59 @@
+//! The one place engine errors become gRPC statuses. Client faults carry
+//! google.rpc.BadRequest field violations and are not logged; internal faults get a generic
+//! message and are logged once, here.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::engine::EngineError;
+use crate::jobs::registry::{ArgsErrorKind, FieldViolation};
+use crate::store::StoreError;
+
+/// INVALID_ARGUMENT (or another code) with field violations attached.
+pub fn bad_request(code: Code, message: impl Into<String>, violations: &[FieldViolation]) -> Status {
+    let mut details = ErrorDetails::new();
+    for v in violations {
+        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    }
+    Status::with_error_details(code, message, details)
+}
+
+/// A request field that failed to parse.
+pub fn invalid_field(violation: FieldViolation) -> Status {
+    let message = format!("{}: {}", violation.field, violation.description);
+    bad_request(Code::InvalidArgument, message, &[violation])
+}
+
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Self {
+        let message = e.to_string();
+        match e {
+            EngineError::UnknownKind { .. } => bad_request(
+                Code::InvalidArgument,
+                message.clone(),
+                &[FieldViolation {
+                    field: "kind".into(),
+                    description: message,
+                }],
+            ),
+            EngineError::InvalidRequest(violations) => {
+                bad_request(Code::InvalidArgument, message, &violations)
+            }
+            EngineError::InvalidArgs(args) => {
+                let code = match args.kind {
+                    ArgsErrorKind::Invalid => Code::InvalidArgument,
+                    ArgsErrorKind::PermissionDenied => Code::PermissionDenied,
+                };
+                bad_request(code, message, &args.violations)
+            }
+            EngineError::NotFound(_) => Status::not_found(message),
+            EngineError::AlreadyFinished { .. } => Status::failed_precondition(message),
+            EngineError::ShuttingDown => Status::unavailable(message),
+            EngineError::Store(StoreError::UnknownJob(_)) => Status::not_found(message),
+            EngineError::Store(e @ StoreError::Unavailable(_)) => {
+                tracing::error!(error = %e, "store failure");
+                Status::unavailable("storage is unavailable; nothing was changed, retry later")
+            }
+        }
+    }
+}

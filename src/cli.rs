@@ -1,0 +1,127 @@
+//! The command line: `spindle [serve]` with its flags, each also read from an environment
+//! variable. Running with no subcommand serves, so `cargo run --release` starts the service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::EngineConfig;
+use crate::server::ServeConfig;
+
+/// Spindle: a gRPC job-scheduling service.
+#[derive(Debug, Parser)]
+#[command(name = "spindle", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+}
+
+/// Flags of `spindle serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SPINDLE_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: SocketAddr,
+    /// Directory file jobs may read and write; created if missing.
+    #[arg(long, env = "SPINDLE_FILES_DIR", default_value = "spindle-files")]
+    pub files_dir: PathBuf,
+    /// Threads in the CPU pool (default: the number of cores).
+    #[arg(long, env = "SPINDLE_CPU_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub cpu_threads: Option<u16>,
+    /// How much lower the CPU pool's OS priority is (nice increment; 0 disables).
+    #[arg(long, env = "SPINDLE_CPU_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub cpu_nice: i32,
+    /// IO jobs running at once.
+    #[arg(long, env = "SPINDLE_IO_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub io_concurrency: u32,
+    /// Time running jobs get to finish at shutdown before they are cancelled, e.g. 30s.
+    #[arg(long, env = "SPINDLE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        ServeArgs::parse_from_empty()
+    }
+}
+
+impl ServeArgs {
+    fn parse_from_empty() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        Only::parse_from(["spindle"]).args
+    }
+
+    /// The server configuration these flags describe.
+    pub fn config(&self) -> ServeConfig {
+        let mut engine = EngineConfig {
+            cpu_nice: self.cpu_nice,
+            io_concurrency: self.io_concurrency as usize,
+            ..EngineConfig::default()
+        };
+        if let Some(threads) = self.cpu_threads {
+            engine.cpu_threads = usize::from(threads);
+        }
+        ServeConfig {
+            files_dir: self.files_dir.clone(),
+            engine,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
+/// Parses "500ms", "30s", "2m", "1h" or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 2m or 1h"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown unit {other:?}; use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 days").is_err());
+    }
+
+    #[test]
+    fn no_subcommand_means_serve_defaults() {
+        let cli = Cli::parse_from(["spindle"]);
+        assert!(cli.command.is_none());
+        let args = ServeArgs::default();
+        assert_eq!(args.addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(args.config().shutdown_grace, Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,39 @@
+//! The engine's errors. The API edge maps each to a gRPC status, once.
+
+use crate::engine::job::{JobId, JobState};
+use crate::jobs::registry::{ArgsError, FieldViolation};
+use crate::store::StoreError;
+
+/// What an engine operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No kind of that name is registered.
+    #[error("unknown job kind {kind:?}; known kinds: {}", known.join(", "))]
+    UnknownKind { kind: String, known: Vec<String> },
+    /// The request's fields are malformed.
+    #[error("invalid request: {}", describe(.0))]
+    InvalidRequest(Vec<FieldViolation>),
+    /// The kind refused the args.
+    #[error("invalid args: {0}")]
+    InvalidArgs(#[from] ArgsError),
+    /// No such job.
+    #[error("no job {0}")]
+    NotFound(JobId),
+    /// The job is already in a terminal state.
+    #[error("job {id} already finished ({state:?})")]
+    AlreadyFinished { id: JobId, state: JobState },
+    /// The service is shutting down and takes no new work.
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    /// The store failed; nothing was acknowledged.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    let parts: Vec<String> = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect();
+    parts.join("; ")
+}

@@ -1,0 +1,243 @@
+//! What a running handler gets: its id and args, a cheap non-blocking way to report progress
+//! and log lines (callable from rayon threads), and its cancellation token.
+//!
+//! Reports do not touch the store. They land in a small pending buffer, where a newer
+//! progress report replaces an older unsent one, and the engine's driver task for the job
+//! drains the buffer at a bounded rate. So a CPU loop that reports 100k times a second costs
+//! a lock and a notify per call and writes only a few events per second.
+
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::engine::job::{EventData, JobId, Progress};
+
+/// Log lines kept per attempt; later lines are dropped, and one line says so.
+pub const MAX_LOG_LINES: usize = 10_000;
+/// The longest log line kept, in bytes; longer lines are cut.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// Why a handler did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The work failed; the message is shown to clients.
+    #[error("{0}")]
+    Failed(String),
+    /// The handler saw its cancellation token and stopped.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl HandlerError {
+    /// A failure with a message.
+    pub fn failed(message: impl std::fmt::Display) -> Self {
+        HandlerError::Failed(message.to_string())
+    }
+}
+
+impl From<std::io::Error> for HandlerError {
+    fn from(e: std::io::Error) -> Self {
+        HandlerError::Failed(e.to_string())
+    }
+}
+
+/// What a handler returns.
+pub type JobResult = Result<Value, HandlerError>;
+
+/// The handle a running job works through. Clones share everything.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: JobId,
+    attempt: u32,
+    args: Value,
+    cancel: CancellationToken,
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    events: Vec<EventData>,
+    log_lines: usize,
+}
+
+// === impl JobContext ===
+
+impl JobContext {
+    pub(crate) fn new(id: JobId, attempt: u32, args: Value, cancel: CancellationToken) -> Self {
+        JobContext {
+            inner: Arc::new(Inner {
+                id,
+                attempt,
+                args,
+                cancel,
+                pending: Mutex::new(Pending::default()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.inner.id
+    }
+
+    /// Which attempt this is, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// The raw args, a JSON object.
+    pub fn raw_args(&self) -> &Value {
+        &self.inner.args
+    }
+
+    /// The args as a typed struct.
+    pub fn args<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        T::deserialize(&self.inner.args)
+            .map_err(|e| HandlerError::failed(format!("invalid args: {e}")))
+    }
+
+    /// Reports progress. Never blocks; only the latest unsent report is kept.
+    pub fn progress(&self, progress: Progress) {
+        {
+            let mut pending = self.lock();
+            if let Some(EventData::Progress(last)) = pending.events.last_mut() {
+                *last = progress;
+            } else {
+                pending.events.push(EventData::Progress(progress));
+            }
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// Reports `done` units out of `total`.
+    pub fn report(&self, done: u64, total: u64) {
+        self.progress(Progress::counted(done, total));
+    }
+
+    /// Adds a line to the job's event log. Never blocks; lines past
+    /// [`MAX_LOG_LINES`] per attempt are dropped.
+    pub fn log(&self, line: impl Into<String>) {
+        let mut line = line.into();
+        if line.len() > MAX_LOG_LINE_BYTES {
+            let mut cut = MAX_LOG_LINE_BYTES;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+        }
+        {
+            let mut pending = self.lock();
+            pending.log_lines += 1;
+            match pending.log_lines {
+                n if n < MAX_LOG_LINES => pending.events.push(EventData::Log(line)),
+                n if n == MAX_LOG_LINES => pending.events.push(EventData::Log(format!(
+                    "log limit of {MAX_LOG_LINES} lines reached; further lines are dropped"
+                ))),
+                _ => return,
+            }
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// Whether the job was asked to stop. CPU handlers check this between chunks of work.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// `Err(Cancelled)` once the job was asked to stop, for use with `?` in loops.
+    pub fn check_cancelled(&self) -> Result<(), HandlerError> {
+        if self.is_cancelled() {
+            Err(HandlerError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Resolves when the job is asked to stop; for `select!` in async handlers.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.inner.cancel.cancelled()
+    }
+
+    /// Takes what was reported since the last call.
+    pub(crate) fn take_pending(&self) -> Vec<EventData> {
+        std::mem::take(&mut self.lock().events)
+    }
+
+    /// Resolves when something was reported since the last wake-up.
+    pub(crate) async fn reported(&self) {
+        self.inner.wake.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> JobContext {
+        JobContext::new(
+            JobId::new(),
+            1,
+            serde_json::json!({"n": 3}),
+            CancellationToken::new(),
+        )
+    }
+
+    #[test]
+    fn unsent_progress_is_replaced_but_logs_keep_order() {
+        let ctx = ctx();
+        ctx.report(1, 10);
+        ctx.report(2, 10);
+        ctx.log("a");
+        ctx.report(3, 10);
+        ctx.report(4, 10);
+        let events = ctx.take_pending();
+        assert_eq!(
+            events,
+            vec![
+                EventData::Progress(Progress::counted(2, 10)),
+                EventData::Log("a".into()),
+                EventData::Progress(Progress::counted(4, 10)),
+            ]
+        );
+        assert!(ctx.take_pending().is_empty());
+    }
+
+    #[test]
+    fn log_lines_are_capped() {
+        let ctx = ctx();
+        for i in 0..MAX_LOG_LINES + 50 {
+            ctx.log(format!("line {i}"));
+        }
+        let events = ctx.take_pending();
+        assert_eq!(events.len(), MAX_LOG_LINES);
+        assert!(matches!(&events[MAX_LOG_LINES - 1], EventData::Log(l) if l.contains("limit")));
+        ctx.log("x".repeat(MAX_LOG_LINE_BYTES * 2));
+    }
+
+    #[test]
+    fn typed_args_and_cancellation() {
+        #[derive(serde::Deserialize)]
+        struct A {
+            n: u32,
+        }
+        let ctx = ctx();
+        assert_eq!(ctx.args::<A>().unwrap().n, 3);
+        assert!(ctx.check_cancelled().is_ok());
+        ctx.inner.cancel.cancel();
+        assert!(matches!(ctx.check_cancelled(), Err(HandlerError::Cancelled)));
+    }
+}

@@ -1,0 +1,151 @@
+//! `http.request` (IO): calls a URL, like a webhook, and records the status, the headers
+//! and the first 64 KiB of the body. Fails when the status is not the expected one (any
+//! 2xx unless `expect_status` says otherwise), so a failing webhook shows as FAILED.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::registry::{ArgsError, JobKind};
+use crate::engine::job::Progress;
+use crate::exec::{HandlerError, JobContext, JobResult};
+
+/// The most body bytes kept in the result.
+pub const MAX_BODY: usize = 64 * 1024;
+const MAX_TIMEOUT_SECONDS: f64 = 3600.0;
+
+/// Arguments of `http.request`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpArgs {
+    /// The http:// or https:// URL to call.
+    pub url: String,
+    /// The HTTP method (default GET).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The request body, sent as given.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Seconds before the call is abandoned (default 30, at most 3600).
+    #[serde(default = "default_timeout")]
+    pub timeout: f64,
+    /// The status that counts as success; any 2xx when not given.
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+fn default_timeout() -> f64 {
+    30.0
+}
+
+/// The kind; `client` is shared by all requests (connection pooling).
+pub fn kind(client: reqwest::Client) -> JobKind {
+    JobKind::io(
+        "http.request",
+        "Calls a URL (like a webhook) and records status, headers and up to 64 KiB of body.",
+        move |ctx, args: HttpArgs| run(client.clone(), ctx, args),
+    )
+    .check(check)
+    .build()
+}
+
+fn check(a: &HttpArgs) -> Result<(), ArgsError> {
+    let url = reqwest::Url::parse(&a.url)
+        .map_err(|e| ArgsError::invalid("url", format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ArgsError::invalid("url", "scheme must be http or https"));
+    }
+    reqwest::Method::from_bytes(a.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| ArgsError::invalid("method", "not an HTTP method"))?;
+    for (name, value) in &a.headers {
+        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ArgsError::invalid(&format!("headers.{name}"), "not a header name"))?;
+        reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| ArgsError::invalid(&format!("headers.{name}"), "not a header value"))?;
+    }
+    if !(a.timeout > 0.0 && a.timeout <= MAX_TIMEOUT_SECONDS) {
+        return Err(ArgsError::invalid("timeout", "must be above 0 and at most 3600 seconds"));
+    }
+    if let Some(status) = a.expect_status
+        && !(100..=599).contains(&status)
+    {
+        return Err(ArgsError::invalid("expect_status", "must be between 100 and 599"));
+    }
+    Ok(())
+}
+
+async fn run(client: reqwest::Client, ctx: JobContext, args: HttpArgs) -> JobResult {
+    let method = reqwest::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .map_err(HandlerError::failed)?;
+    let mut request = client
+        .request(method, &args.url)
+        .timeout(Duration::from_secs_f64(args.timeout));
+    for (name, value) in &args.headers {
+        request = request.header(name, value);
+    }
+    if let Some(body) = args.body {
+        request = request.body(body);
+    }
+    ctx.progress(Progress::fraction(0.0).with_message("sending"));
+    let started = std::time::Instant::now();
+    let mut response = request.send().await.map_err(|e| HandlerError::failed(describe(&e)))?;
+    let status = response.status().as_u16();
+    ctx.progress(Progress::fraction(0.5).with_message(format!("status {status}, reading body")));
+    let headers: BTreeMap<String, Value> = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
+        .collect();
+    let (body, truncated) = read_bounded(&mut response).await.map_err(|e| HandlerError::failed(describe(&e)))?;
+    let ok = match args.expect_status {
+        Some(expected) => status == expected,
+        None => (200..300).contains(&status),
+    };
+    if !ok {
+        let expected = args.expect_status.map_or("2xx".to_string(), |s| s.to_string());
+        return Err(HandlerError::failed(format!("{} answered {status}, expected {expected}", args.url)));
+    }
+    Ok(json!({
+        "status": status,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+        "body_truncated": truncated,
+        "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
+    }))
+}
+
+/// Reads at most [`MAX_BODY`] bytes of the body; says whether there was more.
+async fn read_bounded(response: &mut reqwest::Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// reqwest's top-level message hides the cause ("error sending request"); add it.
+fn describe(e: &reqwest::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

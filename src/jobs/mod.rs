@@ -1,0 +1,31 @@
+//! Job kinds: the [`registry`] (how a kind is defined and looked up) and the built-in kinds,
+//! one module each. File kinds are confined to a [`files::FilesDir`].
+
+pub mod checksum;
+pub mod cpu;
+pub mod files;
+pub mod http;
+pub mod registry;
+pub mod sleep;
+pub mod thumbnail;
+
+use std::sync::Arc;
+
+use files::FilesDir;
+use registry::Registry;
+
+/// A registry holding every built-in kind.
+pub fn builtins(files: FilesDir) -> Registry {
+    let files = Arc::new(files);
+    let mut registry = Registry::new();
+    registry.register(sleep::kind());
+    registry.register(cpu::kind());
+    registry.register(checksum::kind(files.clone()));
+    registry.register(thumbnail::kind(files));
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("spindle/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default();
+    registry.register(http::kind(client));
+    registry
+}

@@ -1,0 +1,30 @@
+//! Spindle: a gRPC job-scheduling service. Clients submit jobs by kind and arguments, read
+//! their status and watch their progress as a resumable server stream; IO jobs run on tokio,
+//! CPU jobs on a dedicated rayon pool.
+//!
+//! # Layout
+//! - [`api`]: the gRPC surface (`spindle.v1.JobService`), request checks, error mapping.
+//! - [`engine`]: queues, dispatch, running jobs, event logs and watchers. No tonic here.
+//! - [`exec`]: the executors (tokio tasks, the rayon CPU pool) and the handler context.
+//! - [`store`]: persistence behind the `Store` trait (in memory for now).
+//! - [`jobs`]: the job-kind registry and the built-in kinds.
+//! - [`server`]: assembles everything and runs it with a bounded graceful shutdown.
+//! - [`cli`]: command-line flags. [`pb`]: generated protobuf code.
+//! - [`telemetry`]: logging setup.
+
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod engine;
+pub mod exec;
+pub mod jobs;
+pub mod pb;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+pub use engine::job::{JobId, JobState, Progress};
+pub use exec::{HandlerError, JobContext, JobResult};
+pub use jobs::registry::{ArgsError, JobKind};
+pub use server::{ServeConfig, Spindle};

@@ -1,0 +1,158 @@
+//! Assembles and runs the server: the engine, JobService, grpc.health.v1, reflection (v1
+//! and v1alpha, for grpcurl 1.8), message size limits, and a bounded graceful shutdown.
+//!
+//! Shutdown order: the signal stops new connections; the engine stops dispatching, lets
+//! running jobs finish within the grace period and cancels the rest; then open watch
+//! streams end with UNAVAILABLE, and the server is given a moment to flush them.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::api::JobApi;
+use crate::engine::{Engine, EngineConfig};
+use crate::jobs::files::FilesDir;
+use crate::jobs::registry::JobKind;
+use crate::pb;
+use crate::pb::job_service_server::JobServiceServer;
+use crate::store::MemoryStore;
+
+/// The largest request accepted, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// The largest response sent, in bytes.
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+/// How long open streams get to flush after the engine has stopped.
+const STREAM_DRAIN: Duration = Duration::from_secs(2);
+
+/// Everything `spindle serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where file jobs may read and write.
+    pub files_dir: PathBuf,
+    pub engine: EngineConfig,
+    /// How long running jobs get to finish at shutdown before they are cancelled.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            files_dir: PathBuf::from("spindle-files"),
+            engine: EngineConfig::default(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot use the files directory {path}: {source}")]
+    FilesDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the CPU pool: {0}")]
+    CpuPool(#[from] rayon::ThreadPoolBuildError),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot read the listener's address: {0}")]
+    Listener(std::io::Error),
+    #[error("transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A Spindle server: built-in kinds plus any the caller adds.
+#[derive(Debug)]
+pub struct Spindle {
+    config: ServeConfig,
+    extra_kinds: Vec<JobKind>,
+}
+
+impl Spindle {
+    pub fn new(config: ServeConfig) -> Self {
+        Spindle {
+            config,
+            extra_kinds: Vec::new(),
+        }
+    }
+
+    /// Adds a job kind (replacing a built-in of the same name).
+    pub fn with_kind(mut self, kind: impl Into<JobKind>) -> Self {
+        self.extra_kinds.push(kind.into());
+        self
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then shuts down gracefully.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let addr = listener.local_addr().map_err(ServeError::Listener)?;
+        let files = FilesDir::open(&self.config.files_dir).map_err(|source| ServeError::FilesDir {
+            path: self.config.files_dir.clone(),
+            source,
+        })?;
+        let mut registry = crate::jobs::builtins(files);
+        for kind in self.extra_kinds {
+            registry.register(kind);
+        }
+        let engine = Engine::start(&self.config.engine, registry, Arc::new(MemoryStore::new()))?;
+        serve_engine(listener, addr, engine, self.config.shutdown_grace, shutdown).await
+    }
+}
+
+async fn serve_engine(
+    listener: TcpListener,
+    addr: SocketAddr,
+    engine: Engine,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<JobServiceServer<JobApi>>()
+        .await;
+    let jobs = JobServiceServer::new(JobApi::new(engine.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let stop_accepting = CancellationToken::new();
+    let router = Server::builder()
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(jobs);
+    let incoming = TcpListenerStream::new(listener);
+    let server = router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
+    tokio::pin!(server);
+    tracing::info!(%addr, "serving spindle.v1.JobService");
+
+    tokio::select! {
+        result = &mut server => return result.map_err(ServeError::from),
+        () = shutdown => {}
+    }
+    tracing::info!("shutting down: no new connections");
+    stop_accepting.cancel();
+    reporter.set_not_serving::<JobServiceServer<JobApi>>().await;
+    engine.shutdown(grace).await;
+    match tokio::time::timeout(STREAM_DRAIN, &mut server).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!("some connections stayed open; closing anyway"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

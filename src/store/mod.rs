@@ -1,0 +1,89 @@
+//! Persistence behind one trait. The engine keeps its scheduling state in memory and writes
+//! every job record and event through a [`Store`]; reads for clients come from the store.
+//!
+//! Invariants every implementation keeps:
+//! - `save` and `append` assign sequence numbers, strictly increasing per job from 1, and
+//!   keep `Job::last_seq` equal to the newest one.
+//! - A progress event appended right after another progress event supersedes it: the older
+//!   one leaves the log (its seq becomes a gap) so a fast reporter cannot grow the log.
+//! - Every other event is kept, in order.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::engine::job::{Event, EventData, Job, JobId, JobState};
+
+/// What a store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The job is not in the store.
+    #[error("job {0} is not in the store")]
+    UnknownJob(JobId),
+    /// The backing storage could not do what was asked; nothing was changed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Filters for listing jobs; `None` and empty maps match everything.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Only jobs older than this one (the previous page's last id).
+    pub before: Option<JobId>,
+    pub limit: usize,
+}
+
+impl ListQuery {
+    /// Whether a job passes the filters (not the paging).
+    pub fn matches(&self, job: &Job) -> bool {
+        self.state.is_none_or(|s| s == job.state)
+            && self.kind.as_ref().is_none_or(|k| *k == job.spec.kind)
+            && self.queue.as_ref().is_none_or(|q| *q == job.spec.queue)
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| job.spec.labels.get(k) == Some(v))
+    }
+}
+
+/// Where jobs and their event logs live.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Writes the whole job record (inserting it if new) and appends `events`, stamped
+    /// `at`, in one step. Returns the seq of the last event (or the current one if none).
+    async fn save(&self, job: &Job, events: &[EventData], at: SystemTime)
+    -> Result<u64, StoreError>;
+
+    /// Appends events to a stored job. Progress events also become the job's latest
+    /// progress. Returns the seq of the last event.
+    async fn append(
+        &self,
+        id: JobId,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<u64, StoreError>;
+
+    /// The job, if stored.
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Up to `limit` events with seq greater than `after`, oldest first; `None` if the job
+    /// is not stored.
+    async fn events_after(
+        &self,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Event>>, StoreError>;
+
+    /// Jobs that match the query, newest first, at most `query.limit`.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError>;
+}

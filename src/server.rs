@@ -96,7 +96,12 @@ impl Spindle {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let addr = listener.local_addr().map_err(ServeError::Listener)?;
+        self.prepare(listener)?.serve(shutdown).await
+    }
+
+    /// Opens the files directory and starts the engine, without serving yet; the caller
+    /// gets a handle on the engine (tests use it to look inside).
+    pub fn prepare(self, listener: TcpListener) -> Result<Prepared, ServeError> {
         let files = FilesDir::open(&self.config.files_dir).map_err(|source| ServeError::FilesDir {
             path: self.config.files_dir.clone(),
             source,
@@ -106,7 +111,32 @@ impl Spindle {
             registry.register(kind);
         }
         let engine = Engine::start(&self.config.engine, registry, Arc::new(MemoryStore::new()))?;
-        serve_engine(listener, addr, engine, self.config.shutdown_grace, shutdown).await
+        Ok(Prepared {
+            listener,
+            engine,
+            grace: self.config.shutdown_grace,
+        })
+    }
+}
+
+/// A server whose engine runs, ready to serve.
+#[derive(Debug)]
+pub struct Prepared {
+    listener: TcpListener,
+    engine: Engine,
+    grace: Duration,
+}
+
+impl Prepared {
+    /// The engine behind the API.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let addr = self.listener.local_addr().map_err(ServeError::Listener)?;
+        serve_engine(self.listener, addr, self.engine, self.grace, shutdown).await
     }
 }
 

@@ -16,6 +16,7 @@ pub use error::EngineError;
 pub use watch::EventStream;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -75,6 +76,7 @@ struct Shared {
     /// Cancelled when shutdown ends: open watch streams end.
     closed: CancellationToken,
     running_tasks: TaskTracker,
+    watchers: AtomicUsize,
 }
 
 /// A pool's free slots and the signal that work is waiting for one.
@@ -122,6 +124,7 @@ impl Engine {
             stopping: CancellationToken::new(),
             closed: CancellationToken::new(),
             running_tasks: TaskTracker::new(),
+            watchers: AtomicUsize::new(0),
         };
         let engine = Engine {
             shared: Arc::new(shared),

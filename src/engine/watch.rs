@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 
 use futures_util::Stream;
 use tokio::sync::watch;
@@ -30,6 +31,23 @@ struct Watcher {
     seqs: Option<watch::Receiver<u64>>,
     buffer: VecDeque<Event>,
     done: bool,
+    _count: WatcherCount,
+}
+
+/// Counts open watchers; the count drops the moment a stream is dropped (client gone).
+struct WatcherCount(Engine);
+
+impl WatcherCount {
+    fn new(engine: &Engine) -> Self {
+        engine.shared.watchers.fetch_add(1, Ordering::Relaxed);
+        WatcherCount(engine.clone())
+    }
+}
+
+impl Drop for WatcherCount {
+    fn drop(&mut self) {
+        self.0.shared.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Engine {
@@ -50,11 +68,17 @@ impl Engine {
             seqs,
             buffer: first.into(),
             done: false,
+            _count: WatcherCount::new(self),
         };
         Ok(Box::pin(futures_util::stream::unfold(watcher, |mut w| async move {
             let next = w.next().await?;
             Some((next, w))
         })))
+    }
+
+    /// Watch streams open right now.
+    pub fn watchers(&self) -> usize {
+        self.shared.watchers.load(Ordering::Relaxed)
     }
 }
 

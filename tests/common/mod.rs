@@ -1,0 +1,195 @@
+//! The one test helper: boots the real server on 127.0.0.1:0 (bound before it is spawned,
+//! so no sleep is needed before connecting) and talks to it with the generated tonic client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use spindle::api::convert::json_to_struct;
+use spindle::engine::Engine;
+use spindle::pb;
+use spindle::pb::job_service_client::JobServiceClient;
+use spindle::server::{ServeConfig, ServeError, Spindle};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub type Client = JobServiceClient<Channel>;
+
+/// A running server and a client connected to it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub engine: Engine,
+    pub files: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl TestServer {
+    /// A server with default settings and the built-in kinds.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}, |s| s).await
+    }
+
+    /// A server whose config and kinds the test adjusts.
+    pub async fn start_with(
+        configure: impl FnOnce(&mut ServeConfig),
+        kinds: impl FnOnce(Spindle) -> Spindle,
+    ) -> Self {
+        let files = tempfile::tempdir().expect("temp dir");
+        let mut config = ServeConfig {
+            files_dir: files.path().to_path_buf(),
+            ..ServeConfig::default()
+        };
+        config.shutdown_grace = Duration::from_secs(5);
+        configure(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let prepared = kinds(Spindle::new(config)).prepare(listener).expect("prepare");
+        let engine = prepared.engine().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(prepared.serve(async move {
+            let _ = stopped.await;
+        }));
+        let client = connect(addr).await;
+        TestServer {
+            addr,
+            client,
+            engine,
+            files,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A fresh client (its own connection).
+    pub async fn client(&self) -> Client {
+        connect(self.addr).await
+    }
+
+    /// Shuts the server down gracefully and waits for it.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().expect("task").await.expect("server task")
+    }
+
+    pub async fn submit(&self, kind: &str, args: Value) -> pb::Job {
+        submit(&mut self.client.clone(), kind, args).await
+    }
+
+    pub async fn status(&self, id: &str) -> pb::Job {
+        self.client
+            .clone()
+            .get_status(pb::GetStatusRequest { id: id.into() })
+            .await
+            .expect("GetStatus")
+            .into_inner()
+    }
+
+    /// Watches the job from the start to its end and returns every event.
+    pub async fn watch_all(&self, id: &str) -> Vec<pb::JobEvent> {
+        watch_from(&mut self.client.clone(), id, 0).await
+    }
+
+    /// Watches the job to its end and returns it.
+    pub async fn finish(&self, id: &str) -> pb::Job {
+        let events = self.watch_all(id).await;
+        assert!(matches!(
+            events.last().and_then(|e| e.payload.as_ref()),
+            Some(pb::job_event::Payload::Finished(_))
+        ));
+        self.status(id).await
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    JobServiceClient::new(channel)
+}
+
+pub fn request(kind: &str, args: Value) -> pb::SubmitRequest {
+    pb::SubmitRequest {
+        kind: kind.into(),
+        args: Some(json_to_struct(args.as_object().expect("args object"))),
+        ..Default::default()
+    }
+}
+
+pub async fn submit(client: &mut Client, kind: &str, args: Value) -> pb::Job {
+    client
+        .submit(request(kind, args))
+        .await
+        .expect("Submit")
+        .into_inner()
+        .job
+        .expect("job")
+}
+
+pub async fn watch_from(client: &mut Client, id: &str, after_seq: u64) -> Vec<pb::JobEvent> {
+    let mut stream = client
+        .watch_progress(pb::WatchProgressRequest {
+            id: id.into(),
+            after_seq,
+        })
+        .await
+        .expect("WatchProgress")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await.expect("stream item") {
+        events.push(event);
+    }
+    events
+}
+
+pub fn state(job: &pb::Job) -> pb::JobState {
+    pb::JobState::try_from(job.state).expect("known state")
+}
+
+pub fn is_finished(event: &pb::JobEvent) -> bool {
+    matches!(event.payload, Some(pb::job_event::Payload::Finished(_)))
+}
+
+/// Polls `check` every 10 ms for up to 10 s; for effects that happen on the server's own
+/// schedule (a dropped stream noticed, a job picked up).
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..1000 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// A JSON value from a protobuf Value.
+pub fn to_json(value: &prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => serde_json::json!(n),
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(to_json).collect()),
+        Some(Kind::StructValue(s)) => Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// The job's result as JSON.
+pub fn result(job: &pb::Job) -> Value {
+    to_json(job.result.as_ref().expect("result"))
+}

@@ -102,10 +102,11 @@ impl Spindle {
     /// Opens the files directory and starts the engine, without serving yet; the caller
     /// gets a handle on the engine (tests use it to look inside).
     pub fn prepare(self, listener: TcpListener) -> Result<Prepared, ServeError> {
-        let files = FilesDir::open(&self.config.files_dir).map_err(|source| ServeError::FilesDir {
-            path: self.config.files_dir.clone(),
-            source,
-        })?;
+        let files =
+            FilesDir::open(&self.config.files_dir).map_err(|source| ServeError::FilesDir {
+                path: self.config.files_dir.clone(),
+                source,
+            })?;
         let mut registry = crate::jobs::builtins(files);
         for kind in self.extra_kinds {
             registry.register(kind);
@@ -134,7 +135,10 @@ impl Prepared {
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let addr = self.listener.local_addr().map_err(ServeError::Listener)?;
         serve_engine(self.listener, addr, self.engine, self.grace, shutdown).await
     }
@@ -148,9 +152,7 @@ async fn serve_engine(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<JobServiceServer<JobApi>>()
-        .await;
+    reporter.set_serving::<JobServiceServer<JobApi>>().await;
     let jobs = JobServiceServer::new(JobApi::new(engine.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -167,7 +169,8 @@ async fn serve_engine(
         .add_service(reflection().build_v1alpha()?)
         .add_service(jobs);
     let incoming = TcpListenerStream::new(listener);
-    let server = router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
+    let server =
+        router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     tokio::pin!(server);
     tracing::info!(%addr, "serving spindle.v1.JobService");
 

@@ -39,8 +39,19 @@ async fn submit_returns_a_queued_v7_job_that_runs_to_success() {
     req.queue = "emails".into();
     req.priority = 7;
     req.labels = [("team".to_string(), "growth".to_string())].into();
-    req.timeout = Some(prost_types::Duration { seconds: 60, nanos: 0 });
-    let job = server.client.clone().submit(req).await.unwrap().into_inner().job.unwrap();
+    req.timeout = Some(prost_types::Duration {
+        seconds: 60,
+        nanos: 0,
+    });
+    let job = server
+        .client
+        .clone()
+        .submit(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
     let id: uuid::Uuid = job.id.parse().unwrap();
     assert_eq!(id.get_version_num(), 7);
     assert_eq!(state(&job), pb::JobState::Queued);
@@ -52,12 +63,25 @@ async fn submit_returns_a_queued_v7_job_that_runs_to_success() {
     assert_eq!(done.attempt, 1);
     assert_eq!(done.labels["team"], "growth");
     assert_eq!(done.timeout.unwrap().seconds, 60);
-    assert_eq!(to_json(done.args.as_ref().map(|a| prost_types::Value {
-        kind: Some(prost_types::value::Kind::StructValue(a.clone())),
-    }).as_ref().unwrap())["steps"], json!(1.0));
+    assert_eq!(
+        to_json(
+            done.args
+                .as_ref()
+                .map(|a| prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StructValue(a.clone())),
+                })
+                .as_ref()
+                .unwrap()
+        )["steps"],
+        json!(1.0)
+    );
     assert_eq!(result(&done)["slept_seconds"], json!(0.05));
     assert_eq!(done.progress.unwrap().fraction, 1.0);
-    let (created, started, finished) = (done.created_at.unwrap(), done.started_at.unwrap(), done.finished_at.unwrap());
+    let (created, started, finished) = (
+        done.created_at.unwrap(),
+        done.started_at.unwrap(),
+        done.finished_at.unwrap(),
+    );
     let t = |ts: prost_types::Timestamp| SystemTime::try_from(ts).unwrap();
     assert!(t(created) <= t(started) && t(started) <= t(finished));
 }
@@ -65,19 +89,46 @@ async fn submit_returns_a_queued_v7_job_that_runs_to_success() {
 #[tokio::test]
 async fn list_kinds_describes_every_builtin_with_its_args() {
     let server = TestServer::start().await;
-    let kinds = server.client.clone().list_kinds(pb::ListKindsRequest {}).await.unwrap().into_inner().kinds;
+    let kinds = server
+        .client
+        .clone()
+        .list_kinds(pb::ListKindsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .kinds;
     let names: Vec<&str> = kinds.iter().map(|k| k.name.as_str()).collect();
-    assert_eq!(names, ["demo.cpu", "demo.sleep", "file.checksum", "http.request", "image.thumbnail"]);
+    assert_eq!(
+        names,
+        [
+            "demo.cpu",
+            "demo.sleep",
+            "file.checksum",
+            "http.request",
+            "image.thumbnail"
+        ]
+    );
     let sleep = &kinds[1];
     assert_eq!(sleep.pool, pb::Pool::Io as i32);
     assert!(!sleep.description.is_empty());
     let seconds = sleep.fields.iter().find(|f| f.name == "seconds").unwrap();
     assert!(seconds.required);
     assert_eq!(seconds.r#type, "number");
-    assert!(sleep.args_schema.as_ref().unwrap().fields.contains_key("properties"));
+    assert!(
+        sleep
+            .args_schema
+            .as_ref()
+            .unwrap()
+            .fields
+            .contains_key("properties")
+    );
     let checksum = &kinds[2];
     assert_eq!(checksum.pool, pb::Pool::Cpu as i32);
-    let algorithm = checksum.fields.iter().find(|f| f.name == "algorithm").unwrap();
+    let algorithm = checksum
+        .fields
+        .iter()
+        .find(|f| f.name == "algorithm")
+        .unwrap();
     assert!(!algorithm.required);
     assert_eq!(algorithm.r#type, "string");
 }
@@ -89,7 +140,11 @@ async fn bad_submits_name_the_field() {
 
     let unknown = client.submit(request("nope", json!({}))).await.unwrap_err();
     assert_eq!(unknown.code(), Code::InvalidArgument);
-    assert!(unknown.message().contains("demo.sleep"), "lists known kinds: {}", unknown.message());
+    assert!(
+        unknown.message().contains("demo.sleep"),
+        "lists known kinds: {}",
+        unknown.message()
+    );
     assert_eq!(field_violations(&unknown), ["kind"]);
 
     let cases = [
@@ -100,7 +155,10 @@ async fn bad_submits_name_the_field() {
         (json!({"seconds": 1, "extra": true}), "args.extra"),
     ];
     for (args, field) in cases {
-        let err = client.submit(request("demo.sleep", args.clone())).await.unwrap_err();
+        let err = client
+            .submit(request("demo.sleep", args.clone()))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{args}");
         assert_eq!(field_violations(&err), [field], "{args}");
     }
@@ -108,27 +166,52 @@ async fn bad_submits_name_the_field() {
     let mut req = request("demo.sleep", json!({"seconds": 1}));
     req.kind = String::new();
     req.queue = "no spaces".into();
-    req.timeout = Some(prost_types::Duration { seconds: 0, nanos: 0 });
+    req.timeout = Some(prost_types::Duration {
+        seconds: 0,
+        nanos: 0,
+    });
     let err = client.submit(req).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(field_violations(&err), ["kind", "queue", "timeout"]);
 
-    let empty = server.client.clone().list_jobs(pb::ListJobsRequest::default()).await.unwrap();
-    assert!(empty.into_inner().jobs.is_empty(), "refused submits store nothing");
+    let empty = server
+        .client
+        .clone()
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        empty.into_inner().jobs.is_empty(),
+        "refused submits store nothing"
+    );
 }
 
 #[tokio::test]
 async fn bad_ids_and_finished_jobs_get_the_right_codes() {
     let server = TestServer::start().await;
     let mut client = server.client.clone();
-    let malformed = client.get_status(pb::GetStatusRequest { id: "123".into() }).await.unwrap_err();
+    let malformed = client
+        .get_status(pb::GetStatusRequest { id: "123".into() })
+        .await
+        .unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
     assert_eq!(field_violations(&malformed), ["id"]);
-    let missing = client.get_status(pb::GetStatusRequest { id: UNKNOWN_ID.into() }).await.unwrap_err();
+    let missing = client
+        .get_status(pb::GetStatusRequest {
+            id: UNKNOWN_ID.into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
     assert!(missing.message().contains(UNKNOWN_ID));
-    assert_eq!(cancel(&server, UNKNOWN_ID).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(cancel(&server, "").await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        cancel(&server, UNKNOWN_ID).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        cancel(&server, "").await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
 
     let job = server.submit("demo.sleep", json!({"seconds": 0})).await;
     server.finish(&job.id).await;
@@ -146,15 +229,23 @@ async fn oversized_requests_are_refused_and_the_server_carries_on() {
         .submit(request("demo.sleep", json!({"seconds": 0, "pad": huge})))
         .await
         .unwrap_err();
-    assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err:?}");
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{err:?}"
+    );
     let job = server.submit("demo.sleep", json!({"seconds": 0})).await;
-    assert_eq!(state(&server.finish(&job.id).await), pb::JobState::Succeeded);
+    assert_eq!(
+        state(&server.finish(&job.id).await),
+        pb::JobState::Succeeded
+    );
 }
 
 #[tokio::test]
 async fn cancel_stops_queued_and_running_jobs_of_both_pools() {
     let server = TestServer::start_with(|c| c.engine.cpu_threads = 1, |s| s).await;
-    let cpu = server.submit("demo.cpu", json!({"rounds": FOREVER_ROUNDS})).await;
+    let cpu = server
+        .submit("demo.cpu", json!({"rounds": FOREVER_ROUNDS}))
+        .await;
     let queued = server.submit("demo.cpu", json!({"rounds": 1})).await;
     let io = server.submit("demo.sleep", json!({"seconds": 3600})).await;
     let engine = server.engine.clone();
@@ -177,8 +268,14 @@ fn with_failing_kinds(spindle: Spindle) -> Spindle {
     #[derive(serde::Deserialize, schemars::JsonSchema)]
     struct NoArgs {}
     spindle
-        .with_kind(JobKind::cpu("test.cpu_panic", "panics", |_, _: NoArgs| panic!("cpu boom")))
-        .with_kind(JobKind::io("test.io_panic", "panics", |_, _: NoArgs| async { panic!("io boom") }))
+        .with_kind(JobKind::cpu("test.cpu_panic", "panics", |_, _: NoArgs| {
+            panic!("cpu boom")
+        }))
+        .with_kind(JobKind::io(
+            "test.io_panic",
+            "panics",
+            |_, _: NoArgs| async { panic!("io boom") },
+        ))
         .with_kind(JobKind::io("test.fail", "fails", |_, _: NoArgs| async {
             Err(HandlerError::failed("disk on fire"))
         }))
@@ -196,18 +293,35 @@ async fn errors_and_panics_fail_the_job_and_the_service_carries_on() {
         let done = server.finish(&job.id).await;
         assert_eq!(state(&done), pb::JobState::Failed);
         let error = done.error.unwrap();
-        assert_eq!((error.kind, error.message.as_str()), (kind_code as i32, message));
+        assert_eq!(
+            (error.kind, error.message.as_str()),
+            (kind_code as i32, message)
+        );
     }
     let job = server.submit("demo.cpu", json!({"rounds": 10})).await;
-    assert_eq!(state(&server.finish(&job.id).await), pb::JobState::Succeeded);
+    assert_eq!(
+        state(&server.finish(&job.id).await),
+        pb::JobState::Succeeded
+    );
 }
 
 #[tokio::test]
 async fn a_timeout_fails_the_job() {
     let server = TestServer::start().await;
     let mut req = request("demo.sleep", json!({"seconds": 3600}));
-    req.timeout = Some(prost_types::Duration { seconds: 0, nanos: 100_000_000 });
-    let job = server.client.clone().submit(req).await.unwrap().into_inner().job.unwrap();
+    req.timeout = Some(prost_types::Duration {
+        seconds: 0,
+        nanos: 100_000_000,
+    });
+    let job = server
+        .client
+        .clone()
+        .submit(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
     let done = server.finish(&job.id).await;
     assert_eq!(state(&done), pb::JobState::Failed);
     assert_eq!(done.error.unwrap().kind, pb::ErrorKind::Timeout as i32);
@@ -216,7 +330,9 @@ async fn a_timeout_fails_the_job() {
 #[tokio::test]
 async fn priorities_hold_and_the_cpu_pool_never_overfills() {
     let server = TestServer::start_with(|c| c.engine.cpu_threads = 1, |s| s).await;
-    let blocker = server.submit("demo.cpu", json!({"rounds": FOREVER_ROUNDS})).await;
+    let blocker = server
+        .submit("demo.cpu", json!({"rounds": FOREVER_ROUNDS}))
+        .await;
     let engine = server.engine.clone();
     eventually("the blocker runs", async || engine.load().2 == 1).await;
     let mut low = Vec::new();
@@ -225,17 +341,35 @@ async fn priorities_hold_and_the_cpu_pool_never_overfills() {
     }
     let mut req = request("demo.cpu", json!({"rounds": 10}));
     req.priority = 10;
-    let high = server.client.clone().submit(req).await.unwrap().into_inner().job.unwrap();
-    assert_eq!(engine.load(), (0, 21, 1), "jobs wait in the engine, not in rayon");
+    let high = server
+        .client
+        .clone()
+        .submit(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(
+        engine.load(),
+        (0, 21, 1),
+        "jobs wait in the engine, not in rayon"
+    );
     cancel(&server, &blocker.id).await.unwrap();
     let high = server.finish(&high.id).await;
     let started = |j: &pb::Job| SystemTime::try_from(j.started_at.unwrap()).unwrap();
     for job in &low {
         let job = server.finish(&job.id).await;
-        assert!(started(&high) <= started(&job), "high priority starts first");
+        assert!(
+            started(&high) <= started(&job),
+            "high priority starts first"
+        );
     }
     let firsts: Vec<SystemTime> = start_times(&server, &low).await;
-    assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "FIFO within a priority");
+    assert!(
+        firsts.windows(2).all(|w| w[0] <= w[1]),
+        "FIFO within a priority"
+    );
 }
 
 async fn start_times(server: &TestServer, jobs: &[pb::Job]) -> Vec<SystemTime> {
@@ -255,7 +389,15 @@ async fn list_jobs_filters_and_pages_newest_first() {
         let mut req = request("demo.sleep", json!({"seconds": 0}));
         req.queue = if i % 2 == 0 { "even" } else { "odd" }.into();
         req.labels = [("n".to_string(), i.to_string())].into();
-        let job = server.client.clone().submit(req).await.unwrap().into_inner().job.unwrap();
+        let job = server
+            .client
+            .clone()
+            .submit(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
         server.finish(&job.id).await;
         ids.push(job.id);
     }
@@ -264,7 +406,11 @@ async fn list_jobs_filters_and_pages_newest_first() {
     let mut token = String::new();
     loop {
         let page = client
-            .list_jobs(pb::ListJobsRequest { page_size: 3, page_token: token.clone(), ..Default::default() })
+            .list_jobs(pb::ListJobsRequest {
+                page_size: 3,
+                page_token: token.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -289,15 +435,25 @@ async fn list_jobs_filters_and_pages_newest_first() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(filtered.jobs.iter().map(|j| &j.id).collect::<Vec<_>>(), [&ids[4]]);
+    assert_eq!(
+        filtered.jobs.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&ids[4]]
+    );
     let none = client
-        .list_jobs(pb::ListJobsRequest { state: pb::JobState::Running as i32, ..Default::default() })
+        .list_jobs(pb::ListJobsRequest {
+            state: pb::JobState::Running as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(none.jobs.is_empty());
     let bad = client
-        .list_jobs(pb::ListJobsRequest { page_token: "zzz".into(), page_size: 5000, ..Default::default() })
+        .list_jobs(pb::ListJobsRequest {
+            page_token: "zzz".into(),
+            page_size: 5000,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
@@ -314,9 +470,14 @@ async fn health_reports_serving() {
         .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let reply = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "spindle.v1.JobService".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "spindle.v1.JobService".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }

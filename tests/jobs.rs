@@ -11,7 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 async fn submit_err(server: &TestServer, kind: &str, args: serde_json::Value) -> tonic::Status {
-    server.client.clone().submit(request(kind, args)).await.unwrap_err()
+    server
+        .client
+        .clone()
+        .submit(request(kind, args))
+        .await
+        .unwrap_err()
 }
 
 #[tokio::test]
@@ -20,20 +25,36 @@ async fn checksum_matches_sha256_and_blake3_with_byte_progress() {
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(server.files.path().join("data.bin"), &data).unwrap();
 
-    let job = server.submit("file.checksum", json!({"path": "data.bin"})).await;
+    let job = server
+        .submit("file.checksum", json!({"path": "data.bin"}))
+        .await;
     let done = server.finish(&job.id).await;
     assert_eq!(state(&done), pb::JobState::Succeeded, "{:?}", done.error);
     let out = result(&done);
-    let expected: String = sha2::Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+    let expected: String = sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(out["digest"], json!(expected));
     assert_eq!(out["algorithm"], json!("sha256"));
     assert_eq!(out["size"], json!(data.len() as f64));
     let progress = done.progress.unwrap();
-    assert_eq!((progress.done, progress.total), (data.len() as u64, data.len() as u64));
+    assert_eq!(
+        (progress.done, progress.total),
+        (data.len() as u64, data.len() as u64)
+    );
 
-    let job = server.submit("file.checksum", json!({"path": "data.bin", "algorithm": "blake3"})).await;
+    let job = server
+        .submit(
+            "file.checksum",
+            json!({"path": "data.bin", "algorithm": "blake3"}),
+        )
+        .await;
     let out = result(&server.finish(&job.id).await);
-    assert_eq!(out["digest"], json!(blake3::hash(&data).to_hex().to_string()));
+    assert_eq!(
+        out["digest"],
+        json!(blake3::hash(&data).to_hex().to_string())
+    );
 }
 
 #[tokio::test]
@@ -51,33 +72,66 @@ async fn file_jobs_cannot_escape_the_files_directory() {
         (json!({"path": "/etc/passwd"}), Code::PermissionDenied),
         (json!({"path": "sneaky.txt"}), Code::PermissionDenied),
         (json!({"path": "missing.txt"}), Code::InvalidArgument),
-        (json!({"path": "ok.txt", "algorithm": "md5"}), Code::InvalidArgument),
+        (
+            json!({"path": "ok.txt", "algorithm": "md5"}),
+            Code::InvalidArgument,
+        ),
     ];
     for (args, code) in cases {
         let err = submit_err(&server, "file.checksum", args.clone()).await;
         assert_eq!(err.code(), code, "{args}: {}", err.message());
-        assert!(err.message().contains("args."), "names the field: {}", err.message());
+        assert!(
+            err.message().contains("args."),
+            "names the field: {}",
+            err.message()
+        );
     }
     let thumb = json!({"input": "ok.txt", "output": "/tmp/out.png", "width": 10, "height": 10});
-    assert_eq!(submit_err(&server, "image.thumbnail", thumb).await.code(), Code::PermissionDenied);
-    let listed = server.client.clone().list_jobs(pb::ListJobsRequest::default()).await.unwrap();
+    assert_eq!(
+        submit_err(&server, "image.thumbnail", thumb).await.code(),
+        Code::PermissionDenied
+    );
+    let listed = server
+        .client
+        .clone()
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap();
     assert!(listed.into_inner().jobs.is_empty(), "nothing was queued");
 }
 
 #[tokio::test]
 async fn thumbnail_fits_the_box_keeping_the_aspect_ratio() {
     let server = TestServer::start().await;
-    let source = image::RgbaImage::from_fn(400, 200, |x, y| image::Rgba([(x % 256) as u8, (y % 256) as u8, 90, 255]));
+    let source = image::RgbaImage::from_fn(400, 200, |x, y| {
+        image::Rgba([(x % 256) as u8, (y % 256) as u8, 90, 255])
+    });
     source.save(server.files.path().join("wide.png")).unwrap();
 
-    for (output, format) in [("thumb.png", image::ImageFormat::Png), ("thumb.jpg", image::ImageFormat::Jpeg)] {
+    for (output, format) in [
+        ("thumb.png", image::ImageFormat::Png),
+        ("thumb.jpg", image::ImageFormat::Jpeg),
+    ] {
         let args = json!({"input": "wide.png", "output": output, "width": 100, "height": 100});
         let job = server.submit("image.thumbnail", args).await;
         let done = server.finish(&job.id).await;
         assert_eq!(state(&done), pb::JobState::Succeeded, "{:?}", done.error);
-        assert_eq!((result(&done)["width"].clone(), result(&done)["height"].clone()), (json!(100.0), json!(50.0)));
+        assert_eq!(
+            (
+                result(&done)["width"].clone(),
+                result(&done)["height"].clone()
+            ),
+            (json!(100.0), json!(50.0))
+        );
         let path = server.files.path().join(output);
-        assert_eq!(image::ImageReader::open(&path).unwrap().with_guessed_format().unwrap().format(), Some(format));
+        assert_eq!(
+            image::ImageReader::open(&path)
+                .unwrap()
+                .with_guessed_format()
+                .unwrap()
+                .format(),
+            Some(format)
+        );
         let written = image::open(&path).unwrap();
         assert_eq!((written.width(), written.height()), (100, 50));
     }
@@ -86,10 +140,20 @@ async fn thumbnail_fits_the_box_keeping_the_aspect_ratio() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("args.output"));
     let zero = json!({"input": "wide.png", "output": "t.png", "width": 0, "height": 100});
-    assert!(submit_err(&server, "image.thumbnail", zero).await.message().contains("args.width"));
+    assert!(
+        submit_err(&server, "image.thumbnail", zero)
+            .await
+            .message()
+            .contains("args.width")
+    );
 
     std::fs::write(server.files.path().join("fake.png"), b"not an image").unwrap();
-    let job = server.submit("image.thumbnail", json!({"input": "fake.png", "output": "x.png", "width": 5, "height": 5})).await;
+    let job = server
+        .submit(
+            "image.thumbnail",
+            json!({"input": "fake.png", "output": "x.png", "width": 5, "height": 5}),
+        )
+        .await;
     let done = server.finish(&job.id).await;
     assert_eq!(state(&done), pb::JobState::Failed);
     assert!(!server.files.path().join("x.png").exists());
@@ -109,8 +173,13 @@ async fn http_stub(status: u16, body: String) -> (String, tokio::task::JoinHandl
             request.extend_from_slice(&buf[..n]);
             let text = String::from_utf8_lossy(&request);
             if let Some(head_end) = text.find("\r\n\r\n") {
-                let length = text.lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>().unwrap()))
+                let length = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
                     .unwrap_or(0);
                 if request.len() >= head_end + 4 + length {
                     break;
@@ -134,18 +203,25 @@ async fn http_stub(status: u16, body: String) -> (String, tokio::task::JoinHandl
 async fn http_request_records_status_headers_and_a_bounded_body() {
     let server = TestServer::start().await;
     let (url, stub) = http_stub(201, "y".repeat(100_000)).await;
-    let args = json!({"url": url, "method": "post", "headers": {"x-token": "abc"}, "body": "{\"a\":1}"});
+    let args =
+        json!({"url": url, "method": "post", "headers": {"x-token": "abc"}, "body": "{\"a\":1}"});
     let job = server.submit("http.request", args).await;
     let done = server.finish(&job.id).await;
     assert_eq!(state(&done), pb::JobState::Succeeded, "{:?}", done.error);
     let out = result(&done);
     assert_eq!(out["status"], json!(201.0));
     assert_eq!(out["headers"]["x-stub"], json!("yes"));
-    assert_eq!(out["body"].as_str().unwrap().len(), spindle::jobs::http::MAX_BODY);
+    assert_eq!(
+        out["body"].as_str().unwrap().len(),
+        spindle::jobs::http::MAX_BODY
+    );
     assert_eq!(out["body_truncated"], json!(true));
     let seen = stub.await.unwrap();
     assert!(seen.starts_with("POST /hook"), "{seen}");
-    assert!(seen.contains("x-token: abc") && seen.ends_with("{\"a\":1}"), "{seen}");
+    assert!(
+        seen.contains("x-token: abc") && seen.ends_with("{\"a\":1}"),
+        "{seen}"
+    );
 }
 
 #[tokio::test]
@@ -158,22 +234,35 @@ async fn http_request_fails_on_an_unexpected_status_or_no_server() {
     assert!(done.error.unwrap().message.contains("500"));
 
     let (url, _stub) = http_stub(204, String::new()).await;
-    let job = server.submit("http.request", json!({"url": url, "expect_status": 204})).await;
-    assert_eq!(state(&server.finish(&job.id).await), pb::JobState::Succeeded);
+    let job = server
+        .submit("http.request", json!({"url": url, "expect_status": 204}))
+        .await;
+    assert_eq!(
+        state(&server.finish(&job.id).await),
+        pb::JobState::Succeeded
+    );
 
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", closed.local_addr().unwrap());
     drop(closed);
-    let job = server.submit("http.request", json!({"url": url, "timeout": 5})).await;
+    let job = server
+        .submit("http.request", json!({"url": url, "timeout": 5}))
+        .await;
     let done = server.finish(&job.id).await;
     assert_eq!(state(&done), pb::JobState::Failed);
 
     for (args, field) in [
         (json!({"url": "ftp://x"}), "args.url"),
         (json!({"url": "not a url"}), "args.url"),
-        (json!({"url": "http://x", "method": "BAD METHOD"}), "args.method"),
+        (
+            json!({"url": "http://x", "method": "BAD METHOD"}),
+            "args.method",
+        ),
         (json!({"url": "http://x", "timeout": 0}), "args.timeout"),
-        (json!({"url": "http://x", "expect_status": 42}), "args.expect_status"),
+        (
+            json!({"url": "http://x", "expect_status": 42}),
+            "args.expect_status",
+        ),
     ] {
         let err = submit_err(&server, "http.request", args).await;
         assert_eq!(err.code(), Code::InvalidArgument);

@@ -27,19 +27,27 @@ struct Count {
 /// progress `n` times in a tight CPU loop.
 fn with_test_kinds(spindle: Spindle) -> Spindle {
     spindle
-        .with_kind(JobKind::io("test.logs", "logs n lines", |ctx, a: Count| async move {
-            for i in 1..=a.n {
-                ctx.log(format!("line {i}"));
-                tokio::time::sleep(Duration::from_millis(a.pause_ms)).await;
-            }
-            Ok(json!(a.n))
-        }))
-        .with_kind(JobKind::cpu("test.flood", "reports progress n times", |ctx, a: Count| {
-            for i in 1..=a.n {
-                ctx.report(i, a.n);
-            }
-            Ok(json!(a.n))
-        }))
+        .with_kind(JobKind::io(
+            "test.logs",
+            "logs n lines",
+            |ctx, a: Count| async move {
+                for i in 1..=a.n {
+                    ctx.log(format!("line {i}"));
+                    tokio::time::sleep(Duration::from_millis(a.pause_ms)).await;
+                }
+                Ok(json!(a.n))
+            },
+        ))
+        .with_kind(JobKind::cpu(
+            "test.flood",
+            "reports progress n times",
+            |ctx, a: Count| {
+                for i in 1..=a.n {
+                    ctx.report(i, a.n);
+                }
+                Ok(json!(a.n))
+            },
+        ))
 }
 
 async fn server() -> TestServer {
@@ -63,11 +71,17 @@ fn logs(events: &[pb::JobEvent]) -> Vec<String> {
 #[tokio::test]
 async fn log_holds_states_progress_and_terminal_in_seq_order() {
     let server = server().await;
-    let job = server.submit("demo.sleep", json!({"seconds": 0.2, "steps": 2})).await;
+    let job = server
+        .submit("demo.sleep", json!({"seconds": 0.2, "steps": 2}))
+        .await;
     assert_eq!(job.last_seq, 1);
     let events = server.watch_all(&job.id).await;
     assert_eq!(events[0].seq, 1);
-    assert!(seqs(&events).windows(2).all(|w| w[0] < w[1]), "{:?}", seqs(&events));
+    assert!(
+        seqs(&events).windows(2).all(|w| w[0] < w[1]),
+        "{:?}",
+        seqs(&events)
+    );
     let kinds: Vec<&str> = events
         .iter()
         .map(|e| match e.payload.as_ref().unwrap() {
@@ -86,17 +100,25 @@ async fn log_holds_states_progress_and_terminal_in_seq_order() {
         unreachable!()
     };
     assert_eq!(finished.state, pb::JobState::Succeeded as i32);
-    assert_eq!(to_json(finished.result.as_ref().unwrap())["steps"], json!(2.0));
+    assert_eq!(
+        to_json(finished.result.as_ref().unwrap())["steps"],
+        json!(2.0)
+    );
     assert!(events.iter().all(|e| e.job_id == job.id && e.at.is_some()));
 }
 
 #[tokio::test]
 async fn resuming_mid_run_gives_no_gap_and_no_duplicate() {
     let server = server().await;
-    let job = server.submit("test.logs", json!({"n": 40, "pause_ms": 5})).await;
+    let job = server
+        .submit("test.logs", json!({"n": 40, "pause_ms": 5}))
+        .await;
     let mut client = server.client.clone();
     let mut stream = client
-        .watch_progress(pb::WatchProgressRequest { id: job.id.clone(), after_seq: 0 })
+        .watch_progress(pb::WatchProgressRequest {
+            id: job.id.clone(),
+            after_seq: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -110,7 +132,11 @@ async fn resuming_mid_run_gives_no_gap_and_no_duplicate() {
     let full = server.watch_all(&job.id).await;
     let mut joined = first_part.clone();
     joined.extend(resumed);
-    assert_eq!(seqs(&joined), seqs(&full), "resumed stream must continue exactly");
+    assert_eq!(
+        seqs(&joined),
+        seqs(&full),
+        "resumed stream must continue exactly"
+    );
     let expected: Vec<String> = (1..=40).map(|i| format!("line {i}")).collect();
     assert_eq!(logs(&joined), expected);
     assert!(is_finished(joined.last().unwrap()));
@@ -144,17 +170,26 @@ async fn unknown_and_malformed_ids_are_refused() {
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
     let malformed = client
-        .watch_progress(pb::WatchProgressRequest { id: "xyz".into(), after_seq: 0 })
+        .watch_progress(pb::WatchProgressRequest {
+            id: "xyz".into(),
+            after_seq: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
-    assert!(malformed.message().contains("id"), "{}", malformed.message());
+    assert!(
+        malformed.message().contains("id"),
+        "{}",
+        malformed.message()
+    );
 }
 
 #[tokio::test]
 async fn many_watchers_all_see_every_state_change_and_the_end() {
     let server = server().await;
-    let job = server.submit("test.logs", json!({"n": 20, "pause_ms": 5})).await;
+    let job = server
+        .submit("test.logs", json!({"n": 20, "pause_ms": 5}))
+        .await;
     let watchers: Vec<_> = (0..50)
         .map(|_| {
             let mut client = server.client.clone();
@@ -178,7 +213,10 @@ async fn a_stalled_watcher_neither_slows_the_job_nor_misses_state_changes() {
     let mut stalled = server
         .client
         .clone()
-        .watch_progress(pb::WatchProgressRequest { id: job.id.clone(), after_seq: 0 })
+        .watch_progress(pb::WatchProgressRequest {
+            id: job.id.clone(),
+            after_seq: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -198,9 +236,16 @@ async fn a_stalled_watcher_neither_slows_the_job_nor_misses_state_changes() {
             _ => None,
         })
         .collect();
-    assert_eq!(states, [pb::JobState::Queued as i32, pb::JobState::Running as i32]);
+    assert_eq!(
+        states,
+        [pb::JobState::Queued as i32, pb::JobState::Running as i32]
+    );
     assert!(is_finished(events.last().unwrap()));
-    assert!(events.len() < 100, "progress must be coalesced, got {} events", events.len());
+    assert!(
+        events.len() < 100,
+        "progress must be coalesced, got {} events",
+        events.len()
+    );
     // The log itself stays small however often the job reported.
     assert!(done.last_seq < 1000, "log grew to seq {}", done.last_seq);
 }
@@ -208,13 +253,18 @@ async fn a_stalled_watcher_neither_slows_the_job_nor_misses_state_changes() {
 #[tokio::test]
 async fn disconnected_watchers_free_their_resources() {
     let server = server().await;
-    let job = server.submit("demo.sleep", json!({"seconds": 30, "steps": 1})).await;
+    let job = server
+        .submit("demo.sleep", json!({"seconds": 30, "steps": 1}))
+        .await;
     let mut streams = Vec::new();
     for _ in 0..3 {
         let client = server.client().await;
         let stream = client
             .clone()
-            .watch_progress(pb::WatchProgressRequest { id: job.id.clone(), after_seq: 0 })
+            .watch_progress(pb::WatchProgressRequest {
+                id: job.id.clone(),
+                after_seq: 0,
+            })
             .await
             .unwrap()
             .into_inner();

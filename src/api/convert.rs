@@ -59,7 +59,10 @@ pub fn submit_spec(req: pb::SubmitRequest) -> Result<JobSpec, Vec<FieldViolation
         None => None,
         Some(Ok(t)) if !t.is_zero() && t <= MAX_TIMEOUT => Some(t),
         Some(_) => {
-            bad.push(violation("timeout", "must be positive and at most 7 days (604800s)"));
+            bad.push(violation(
+                "timeout",
+                "must be positive and at most 7 days (604800s)",
+            ));
             None
         }
     };
@@ -132,7 +135,10 @@ pub fn list_query(req: pb::ListJobsRequest) -> Result<ListQuery, Vec<FieldViolat
         0 => DEFAULT_PAGE_SIZE,
         n if n <= MAX_PAGE_SIZE => n,
         _ => {
-            bad.push(violation("page_size", format!("must be at most {MAX_PAGE_SIZE}")));
+            bad.push(violation(
+                "page_size",
+                format!("must be at most {MAX_PAGE_SIZE}"),
+            ));
             0
         }
     };
@@ -153,7 +159,10 @@ pub fn list_query(req: pb::ListJobsRequest) -> Result<ListQuery, Vec<FieldViolat
 // --- JSON <-> google.protobuf.Struct ---
 
 /// A Struct as a JSON object; numbers that are not finite are refused (JSON has none).
-pub fn struct_to_json(s: prost_types::Struct, field: &str) -> Result<Map<String, Json>, FieldViolation> {
+pub fn struct_to_json(
+    s: prost_types::Struct,
+    field: &str,
+) -> Result<Map<String, Json>, FieldViolation> {
     s.fields
         .into_iter()
         .map(|(k, v)| {
@@ -168,8 +177,9 @@ fn value_to_json(v: prost_types::Value, field: &str) -> Result<Json, FieldViolat
         None | Some(Kind::NullValue(_)) => Json::Null,
         Some(Kind::BoolValue(b)) => Json::Bool(b),
         Some(Kind::StringValue(s)) => Json::String(s),
-        Some(Kind::NumberValue(n)) => number_to_json(n)
-            .ok_or_else(|| violation(field, "numbers must be finite"))?,
+        Some(Kind::NumberValue(n)) => {
+            number_to_json(n).ok_or_else(|| violation(field, "numbers must be finite"))?
+        }
         Some(Kind::StructValue(s)) => Json::Object(struct_to_json(s, field)?),
         Some(Kind::ListValue(list)) => Json::Array(
             list.values
@@ -354,7 +364,8 @@ mod tests {
 
     #[test]
     fn json_round_trips_through_struct() {
-        let original = json!({"n": 3, "x": 1.5, "s": "a", "b": true, "z": null, "l": [1, {"k": "v"}]});
+        let original =
+            json!({"n": 3, "x": 1.5, "s": "a", "b": true, "z": null, "l": [1, {"k": "v"}]});
         let map = original.as_object().unwrap();
         let back = struct_to_json(json_to_struct(map), "args").unwrap();
         assert_eq!(Json::Object(back), original);
@@ -363,7 +374,12 @@ mod tests {
     #[test]
     fn non_finite_numbers_are_refused_with_their_path() {
         let mut s = prost_types::Struct::default();
-        s.fields.insert("n".into(), prost_types::Value { kind: Some(Kind::NumberValue(f64::NAN)) });
+        s.fields.insert(
+            "n".into(),
+            prost_types::Value {
+                kind: Some(Kind::NumberValue(f64::NAN)),
+            },
+        );
         assert_eq!(struct_to_json(s, "args").unwrap_err().field, "args.n");
     }
 
@@ -373,10 +389,17 @@ mod tests {
             kind: "".into(),
             queue: "bad queue!".into(),
             labels: [("ok".to_string(), "x".repeat(300))].into(),
-            timeout: Some(prost_types::Duration { seconds: -1, nanos: 0 }),
+            timeout: Some(prost_types::Duration {
+                seconds: -1,
+                nanos: 0,
+            }),
             ..Default::default()
         };
-        let fields: Vec<String> = submit_spec(req).unwrap_err().into_iter().map(|v| v.field).collect();
+        let fields: Vec<String> = submit_spec(req)
+            .unwrap_err()
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
         assert_eq!(fields, ["kind", "queue", "labels.ok", "timeout"]);
     }
 }

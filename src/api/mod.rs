@@ -69,7 +69,10 @@ impl JobService for JobApi {
         Ok(Response::new(Box::pin(events)))
     }
 
-    async fn cancel(&self, request: Request<pb::CancelRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn cancel(
+        &self,
+        request: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let id = convert::job_id("id", &request.into_inner().id).map_err(status::invalid_field)?;
         let job = self.engine.cancel(id).await?;
         Ok(Response::new(convert::job_to_pb(&job)))

@@ -10,7 +10,11 @@ use crate::jobs::registry::{ArgsErrorKind, FieldViolation};
 use crate::store::StoreError;
 
 /// INVALID_ARGUMENT (or another code) with field violations attached.
-pub fn bad_request(code: Code, message: impl Into<String>, violations: &[FieldViolation]) -> Status {
+pub fn bad_request(
+    code: Code,
+    message: impl Into<String>,
+    violations: &[FieldViolation],
+) -> Status {
     let mut details = ErrorDetails::new();
     for v in violations {
         details.add_bad_request_violation(v.field.clone(), v.description.clone());

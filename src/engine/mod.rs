@@ -142,12 +142,14 @@ impl Engine {
 
     /// Validates the args against the kind, stores the job as QUEUED and queues it.
     pub async fn submit(&self, spec: JobSpec) -> Result<Job, EngineError> {
-        let kind = self.shared.registry.get(&spec.kind).ok_or_else(|| {
-            EngineError::UnknownKind {
-                kind: spec.kind.clone(),
-                known: self.shared.registry.names(),
-            }
-        })?;
+        let kind =
+            self.shared
+                .registry
+                .get(&spec.kind)
+                .ok_or_else(|| EngineError::UnknownKind {
+                    kind: spec.kind.clone(),
+                    known: self.shared.registry.names(),
+                })?;
         kind.validate(&spec.args).await?;
         if self.shared.stopping.is_cancelled() {
             return Err(EngineError::ShuttingDown);
@@ -160,7 +162,12 @@ impl Engine {
             state: JobState::Queued,
             attempt: 0,
         };
-        match self.shared.store.save(&job, &[queued], job.created_at).await {
+        match self
+            .shared
+            .store
+            .save(&job, &[queued], job.created_at)
+            .await
+        {
             Ok(seq) => job.last_seq = seq,
             Err(e) => {
                 self.lock().live.remove(&job.id);
@@ -187,13 +194,20 @@ impl Engine {
     }
 
     /// Jobs matching the query, newest first, and the id to continue after if there are more.
-    pub async fn list(&self, mut query: ListQuery) -> Result<(Vec<Job>, Option<JobId>), EngineError> {
+    pub async fn list(
+        &self,
+        mut query: ListQuery,
+    ) -> Result<(Vec<Job>, Option<JobId>), EngineError> {
         let page = query.limit;
         query.limit = page + 1;
         let mut jobs = self.shared.store.list(&query).await?;
         let more = jobs.len() > page;
         jobs.truncate(page);
-        let next = if more { jobs.last().map(|j| j.id) } else { None };
+        let next = if more {
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
         Ok((jobs, next))
     }
 
@@ -215,7 +229,10 @@ impl Engine {
             }
             let job = self.get(id).await?;
             if job.state.is_terminal() {
-                return Err(EngineError::AlreadyFinished { id, state: job.state });
+                return Err(EngineError::AlreadyFinished {
+                    id,
+                    state: job.state,
+                });
             }
             // Stored but between the store and the queue (a Submit still in flight).
             tokio::task::yield_now().await;
@@ -278,7 +295,11 @@ impl Engine {
     /// Queued jobs per pool (IO, CPU) and running jobs.
     pub fn load(&self) -> (usize, usize, usize) {
         let state = self.lock();
-        (state.ready[0].len(), state.ready[1].len(), state.running.len())
+        (
+            state.ready[0].len(),
+            state.ready[1].len(),
+            state.running.len(),
+        )
     }
 
     /// Stops taking work, lets running jobs finish within `grace`, cancels the rest, waits
@@ -296,7 +317,10 @@ impl Engine {
             .is_err()
         {
             let controls: Vec<_> = self.lock().running.values().cloned().collect();
-            tracing::warn!(jobs = controls.len(), "grace period over; cancelling running jobs");
+            tracing::warn!(
+                jobs = controls.len(),
+                "grace period over; cancelling running jobs"
+            );
             for control in controls {
                 control.stop(StopReason::Shutdown);
             }

@@ -76,11 +76,18 @@ async fn drive_attempt(engine: &Engine, mut job: Job, control: &RunControl) {
     tracing::debug!(attempt = job.attempt, "started");
     let outcome = match engine.shared.registry.get(&job.spec.kind).cloned() {
         Some(kind) => {
-            let ctx = JobContext::new(job.id, job.attempt, job.spec.args.clone(), control.token.clone());
+            let ctx = JobContext::new(
+                job.id,
+                job.attempt,
+                job.spec.args.clone(),
+                control.token.clone(),
+            );
             let run = engine.shared.executor.run(kind.handler(), ctx.clone());
             supervise(engine, &job, &ctx, control, run).await
         }
-        None => RunOutcome::Returned(Err(HandlerError::failed("job kind is no longer registered"))),
+        None => RunOutcome::Returned(Err(HandlerError::failed(
+            "job kind is no longer registered",
+        ))),
     };
     settle(&mut job, outcome, control.reason());
     tracing::debug!(state = ?job.state, "finished");
@@ -132,7 +139,12 @@ async fn flush(engine: &Engine, job: &Job, ctx: &JobContext) {
     if events.is_empty() {
         return;
     }
-    match engine.shared.store.append(job.id, &events, SystemTime::now()).await {
+    match engine
+        .shared
+        .store
+        .append(job.id, &events, SystemTime::now())
+        .await
+    {
         Ok(seq) => engine.publish(job.id, seq),
         Err(e) => tracing::warn!(error = %e, "could not record progress"),
     }
@@ -151,7 +163,9 @@ fn settle(job: &mut Job, outcome: RunOutcome, stop: Option<StopReason>) {
             return;
         }
         (RunOutcome::Panicked(message), _) => Failure::new(FailureKind::Panic, message),
-        (_, Some(StopReason::Client)) => Failure::new(FailureKind::Cancelled, "cancelled by request"),
+        (_, Some(StopReason::Client)) => {
+            Failure::new(FailureKind::Cancelled, "cancelled by request")
+        }
         (_, Some(StopReason::Timeout)) => {
             let limit = job.spec.timeout.unwrap_or_default();
             Failure::new(FailureKind::Timeout, format!("timed out after {limit:?}"))

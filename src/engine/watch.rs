@@ -70,10 +70,13 @@ impl Engine {
             done: false,
             _count: WatcherCount::new(self),
         };
-        Ok(Box::pin(futures_util::stream::unfold(watcher, |mut w| async move {
-            let next = w.next().await?;
-            Some((next, w))
-        })))
+        Ok(Box::pin(futures_util::stream::unfold(
+            watcher,
+            |mut w| async move {
+                let next = w.next().await?;
+                Some((next, w))
+            },
+        )))
     }
 
     /// Watch streams open right now.

@@ -238,6 +238,9 @@ mod tests {
         assert_eq!(ctx.args::<A>().unwrap().n, 3);
         assert!(ctx.check_cancelled().is_ok());
         ctx.inner.cancel.cancel();
-        assert!(matches!(ctx.check_cancelled(), Err(HandlerError::Cancelled)));
+        assert!(matches!(
+            ctx.check_cancelled(),
+            Err(HandlerError::Cancelled)
+        ));
     }
 }

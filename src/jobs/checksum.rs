@@ -49,7 +49,9 @@ pub fn kind(files: Arc<FilesDir>) -> JobKind {
 
 fn run(files: &FilesDir, ctx: &JobContext, args: ChecksumArgs) -> JobResult {
     // Resolve again: the file system may have changed since Submit.
-    let path = files.input("path", &args.path).map_err(crate::exec::HandlerError::failed)?;
+    let path = files
+        .input("path", &args.path)
+        .map_err(crate::exec::HandlerError::failed)?;
     let mut file = std::fs::File::open(&path)?;
     let size = file.metadata()?.len();
     let mut hasher = Hasher::new(args.algorithm);

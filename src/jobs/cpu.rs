@@ -51,7 +51,10 @@ fn run(ctx: &JobContext, args: CpuArgs) -> JobResult {
 
 /// Chains `rounds` BLAKE3 hashes, calling `after_round` after each; the bare loop used by
 /// the benchmark passes a no-op.
-pub fn burn<E>(rounds: u64, mut after_round: impl FnMut(u64) -> Result<(), E>) -> Result<String, E> {
+pub fn burn<E>(
+    rounds: u64,
+    mut after_round: impl FnMut(u64) -> Result<(), E>,
+) -> Result<String, E> {
     let mut block = [0u8; 64];
     for done in 1..=rounds {
         let hash = blake3::hash(&block);

@@ -36,7 +36,10 @@ impl FilesDir {
         })?;
         self.confine(field, &real)?;
         if !real.is_file() {
-            return Err(ArgsError::invalid(field, format!("not a regular file: {path}")));
+            return Err(ArgsError::invalid(
+                field,
+                format!("not a regular file: {path}"),
+            ));
         }
         Ok(real)
     }
@@ -50,7 +53,10 @@ impl FilesDir {
             .ok_or_else(|| ArgsError::invalid(field, "must name a file"))?;
         let parent = joined.parent().unwrap_or(&self.root);
         let real_parent = parent.canonicalize().map_err(|_| {
-            ArgsError::invalid(field, format!("directory does not exist: {}", parent.display()))
+            ArgsError::invalid(
+                field,
+                format!("directory does not exist: {}", parent.display()),
+            )
         })?;
         self.confine(field, &real_parent)?;
         let target = real_parent.join(name);
@@ -86,7 +92,10 @@ impl FilesDir {
         } else {
             Err(ArgsError::denied(
                 field,
-                format!("resolves outside the files directory {}", self.root.display()),
+                format!(
+                    "resolves outside the files directory {}",
+                    self.root.display()
+                ),
             ))
         }
     }
@@ -121,16 +130,28 @@ mod tests {
     #[test]
     fn escapes_are_refused() {
         let (tmp, files) = setup();
-        assert_eq!(kind(files.input("path", "../secret.txt")), ArgsErrorKind::Invalid);
+        assert_eq!(
+            kind(files.input("path", "../secret.txt")),
+            ArgsErrorKind::Invalid
+        );
         let outside = tmp.path().join("secret.txt");
         assert_eq!(
             kind(files.input("path", outside.to_str().unwrap())),
             ArgsErrorKind::PermissionDenied
         );
-        assert_eq!(kind(files.input("path", "/etc/passwd")), ArgsErrorKind::PermissionDenied);
-        assert_eq!(kind(files.input("path", "missing.txt")), ArgsErrorKind::Invalid);
+        assert_eq!(
+            kind(files.input("path", "/etc/passwd")),
+            ArgsErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            kind(files.input("path", "missing.txt")),
+            ArgsErrorKind::Invalid
+        );
         assert_eq!(kind(files.input("path", "")), ArgsErrorKind::Invalid);
-        assert_eq!(kind(files.output("output", "/tmp/x.png")), ArgsErrorKind::PermissionDenied);
+        assert_eq!(
+            kind(files.output("output", "/tmp/x.png")),
+            ArgsErrorKind::PermissionDenied
+        );
     }
 
     #[cfg(unix)]
@@ -139,9 +160,18 @@ mod tests {
         let (tmp, files) = setup();
         let link = files.root().join("link.txt");
         std::os::unix::fs::symlink(tmp.path().join("secret.txt"), &link).unwrap();
-        assert_eq!(kind(files.input("path", "link.txt")), ArgsErrorKind::PermissionDenied);
-        assert_eq!(kind(files.output("output", "link.txt")), ArgsErrorKind::PermissionDenied);
+        assert_eq!(
+            kind(files.input("path", "link.txt")),
+            ArgsErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            kind(files.output("output", "link.txt")),
+            ArgsErrorKind::PermissionDenied
+        );
         std::os::unix::fs::symlink(tmp.path(), files.root().join("up")).unwrap();
-        assert_eq!(kind(files.output("output", "up/x.png")), ArgsErrorKind::PermissionDenied);
+        assert_eq!(
+            kind(files.output("output", "up/x.png")),
+            ArgsErrorKind::PermissionDenied
+        );
     }
 }

@@ -74,12 +74,18 @@ fn check(a: &HttpArgs) -> Result<(), ArgsError> {
             .map_err(|_| ArgsError::invalid(&format!("headers.{name}"), "not a header value"))?;
     }
     if !(a.timeout > 0.0 && a.timeout <= MAX_TIMEOUT_SECONDS) {
-        return Err(ArgsError::invalid("timeout", "must be above 0 and at most 3600 seconds"));
+        return Err(ArgsError::invalid(
+            "timeout",
+            "must be above 0 and at most 3600 seconds",
+        ));
     }
     if let Some(status) = a.expect_status
         && !(100..=599).contains(&status)
     {
-        return Err(ArgsError::invalid("expect_status", "must be between 100 and 599"));
+        return Err(ArgsError::invalid(
+            "expect_status",
+            "must be between 100 and 599",
+        ));
     }
     Ok(())
 }
@@ -98,7 +104,10 @@ async fn run(client: reqwest::Client, ctx: JobContext, args: HttpArgs) -> JobRes
     }
     ctx.progress(Progress::fraction(0.0).with_message("sending"));
     let started = std::time::Instant::now();
-    let mut response = request.send().await.map_err(|e| HandlerError::failed(describe(&e)))?;
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| HandlerError::failed(describe(&e)))?;
     let status = response.status().as_u16();
     ctx.progress(Progress::fraction(0.5).with_message(format!("status {status}, reading body")));
     let headers: BTreeMap<String, Value> = response
@@ -106,14 +115,21 @@ async fn run(client: reqwest::Client, ctx: JobContext, args: HttpArgs) -> JobRes
         .iter()
         .map(|(k, v)| (k.to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
         .collect();
-    let (body, truncated) = read_bounded(&mut response).await.map_err(|e| HandlerError::failed(describe(&e)))?;
+    let (body, truncated) = read_bounded(&mut response)
+        .await
+        .map_err(|e| HandlerError::failed(describe(&e)))?;
     let ok = match args.expect_status {
         Some(expected) => status == expected,
         None => (200..300).contains(&status),
     };
     if !ok {
-        let expected = args.expect_status.map_or("2xx".to_string(), |s| s.to_string());
-        return Err(HandlerError::failed(format!("{} answered {status}, expected {expected}", args.url)));
+        let expected = args
+            .expect_status
+            .map_or("2xx".to_string(), |s| s.to_string());
+        return Err(HandlerError::failed(format!(
+            "{} answered {status}, expected {expected}",
+            args.url
+        )));
     }
     Ok(json!({
         "status": status,

@@ -213,7 +213,10 @@ impl<A: JobArgs> KindBuilder<A> {
     }
 
     /// Adds a rule the type alone cannot express (ranges, formats), run at Submit.
-    pub fn check(mut self, rule: impl Fn(&A) -> Result<(), ArgsError> + Send + Sync + 'static) -> Self {
+    pub fn check(
+        mut self,
+        rule: impl Fn(&A) -> Result<(), ArgsError> + Send + Sync + 'static,
+    ) -> Self {
         self.kind.check = Arc::new(move |args| rule(&parse_args::<A>(args)?));
         self
     }
@@ -380,13 +383,25 @@ mod tests {
         let k = kind();
         assert!(k.validate(&json!({"count": 2})).await.is_ok());
         assert_eq!(field_of(k.validate(&json!({})).await), "args.count");
-        assert_eq!(field_of(k.validate(&json!({"count": "x"})).await), "args.count");
-        assert_eq!(field_of(k.validate(&json!({"count": 1, "bogus": 1})).await), "args.bogus");
         assert_eq!(
-            field_of(k.validate(&json!({"count": 1, "nested": {"depth": 999}})).await),
+            field_of(k.validate(&json!({"count": "x"})).await),
+            "args.count"
+        );
+        assert_eq!(
+            field_of(k.validate(&json!({"count": 1, "bogus": 1})).await),
+            "args.bogus"
+        );
+        assert_eq!(
+            field_of(
+                k.validate(&json!({"count": 1, "nested": {"depth": 999}}))
+                    .await
+            ),
             "args.nested.depth"
         );
-        assert_eq!(field_of(k.validate(&json!({"count": 0})).await), "args.count");
+        assert_eq!(
+            field_of(k.validate(&json!({"count": 0})).await),
+            "args.count"
+        );
     }
 
     #[test]

@@ -64,13 +64,20 @@ fn output_format(output: &str) -> Result<ImageFormat, ArgsError> {
     match ext.as_deref() {
         Some("png") => Ok(ImageFormat::Png),
         Some("jpg" | "jpeg") => Ok(ImageFormat::Jpeg),
-        _ => Err(ArgsError::invalid("output", "must end in .png, .jpg or .jpeg")),
+        _ => Err(ArgsError::invalid(
+            "output",
+            "must end in .png, .jpg or .jpeg",
+        )),
     }
 }
 
 fn run(files: &FilesDir, ctx: &JobContext, args: ThumbnailArgs) -> JobResult {
-    let input = files.input("input", &args.input).map_err(HandlerError::failed)?;
-    let output = files.output("output", &args.output).map_err(HandlerError::failed)?;
+    let input = files
+        .input("input", &args.input)
+        .map_err(HandlerError::failed)?;
+    let output = files
+        .output("output", &args.output)
+        .map_err(HandlerError::failed)?;
     let format = output_format(&args.output).map_err(HandlerError::failed)?;
 
     ctx.progress(Progress::fraction(0.0).with_message("decoding"));

@@ -206,9 +206,15 @@ mod tests {
             ..ListQuery::default()
         };
         let page = store.list(&query).await.unwrap();
-        assert_eq!(page.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
+        assert_eq!(
+            page.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [ids[4], ids[3]]
+        );
         query.before = Some(ids[3]);
         let page = store.list(&query).await.unwrap();
-        assert_eq!(page.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[2], ids[1]]);
+        assert_eq!(
+            page.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [ids[2], ids[1]]
+        );
     }
 }

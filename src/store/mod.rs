@@ -60,8 +60,12 @@ impl ListQuery {
 pub trait Store: Send + Sync + 'static {
     /// Writes the whole job record (inserting it if new) and appends `events`, stamped
     /// `at`, in one step. Returns the seq of the last event (or the current one if none).
-    async fn save(&self, job: &Job, events: &[EventData], at: SystemTime)
-    -> Result<u64, StoreError>;
+    async fn save(
+        &self,
+        job: &Job,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<u64, StoreError>;
 
     /// Appends events to a stored job. Progress events also become the job's latest
     /// progress. Returns the seq of the last event.

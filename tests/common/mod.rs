@@ -49,7 +49,9 @@ impl TestServer {
         configure(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let prepared = kinds(Spindle::new(config)).prepare(listener).expect("prepare");
+        let prepared = kinds(Spindle::new(config))
+            .prepare(listener)
+            .expect("prepare");
         let engine = prepared.engine().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(prepared.serve(async move {

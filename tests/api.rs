@@ -43,15 +43,7 @@ async fn submit_returns_a_queued_v7_job_that_runs_to_success() {
         seconds: 60,
         nanos: 0,
     });
-    let job = server
-        .client
-        .clone()
-        .submit(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let job = server.submit_request(req).await;
     let id: uuid::Uuid = job.id.parse().unwrap();
     assert_eq!(id.get_version_num(), 7);
     assert_eq!(state(&job), pb::JobState::Queued);
@@ -313,15 +305,7 @@ async fn a_timeout_fails_the_job() {
         seconds: 0,
         nanos: 100_000_000,
     });
-    let job = server
-        .client
-        .clone()
-        .submit(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let job = server.submit_request(req).await;
     let done = server.finish(&job.id).await;
     assert_eq!(state(&done), pb::JobState::Failed);
     assert_eq!(done.error.unwrap().kind, pb::ErrorKind::Timeout as i32);
@@ -341,15 +325,7 @@ async fn priorities_hold_and_the_cpu_pool_never_overfills() {
     }
     let mut req = request("demo.cpu", json!({"rounds": 10}));
     req.priority = 10;
-    let high = server
-        .client
-        .clone()
-        .submit(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let high = server.submit_request(req).await;
     assert_eq!(
         engine.load(),
         (0, 21, 1),
@@ -389,15 +365,7 @@ async fn list_jobs_filters_and_pages_newest_first() {
         let mut req = request("demo.sleep", json!({"seconds": 0}));
         req.queue = if i % 2 == 0 { "even" } else { "odd" }.into();
         req.labels = [("n".to_string(), i.to_string())].into();
-        let job = server
-            .client
-            .clone()
-            .submit(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .job
-            .unwrap();
+        let job = server.submit_request(req).await;
         server.finish(&job.id).await;
         ids.push(job.id);
     }

@@ -85,6 +85,18 @@ impl TestServer {
         submit(&mut self.client.clone(), kind, args).await
     }
 
+    /// Submits a full request (queue, priority, labels, timeout) and returns the job.
+    pub async fn submit_request(&self, request: pb::SubmitRequest) -> pb::Job {
+        self.client
+            .clone()
+            .submit(request)
+            .await
+            .expect("Submit")
+            .into_inner()
+            .job
+            .expect("job")
+    }
+
     pub async fn status(&self, id: &str) -> pb::Job {
         self.client
             .clone()

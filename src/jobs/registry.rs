@@ -82,6 +82,33 @@ impl ArgsError {
 type Check = Arc<dyn Fn(&Value) -> Result<(), ArgsError> + Send + Sync>;
 
 /// A registered job kind.
+///
+/// ```
+/// use schemars::JsonSchema;
+/// use serde::Deserialize;
+/// use spindle::{ArgsError, JobKind};
+///
+/// /// Args of `text.upper`.
+/// #[derive(Deserialize, JsonSchema)]
+/// struct Upper {
+///     /// The text to shout.
+///     text: String,
+/// }
+///
+/// let kind = JobKind::cpu("text.upper", "Upper-cases a text.", |ctx, a: Upper| {
+///     ctx.check_cancelled()?;
+///     Ok(serde_json::json!(a.text.to_uppercase()))
+/// })
+/// .check(|a: &Upper| {
+///     if a.text.is_empty() {
+///         return Err(ArgsError::invalid("text", "must not be empty"));
+///     }
+///     Ok(())
+/// })
+/// .build();
+/// assert_eq!(kind.name(), "text.upper");
+/// assert_eq!(kind.fields()[0].name, "text");
+/// ```
 #[derive(Clone)]
 pub struct JobKind {
     name: String,

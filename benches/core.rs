@@ -39,7 +39,7 @@ async fn start(cpu_threads: usize, cpu_nice: i32) -> Bench {
     config.shutdown_grace = Duration::from_secs(1);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let prepared = Spindle::new(config).prepare(listener).unwrap();
+    let prepared = Spindle::new(config).prepare(listener).await.unwrap();
     let engine = prepared.engine().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(prepared.serve(async move {
@@ -110,7 +110,10 @@ async fn get_status_latency(client: &mut Client, id: &str, calls: usize) -> (f64
     for _ in 0..calls {
         let started = Instant::now();
         client
-            .get_status(pb::GetStatusRequest { id: id.into() })
+            .get_status(pb::GetStatusRequest {
+                id: id.into(),
+                wait: None,
+            })
             .await
             .unwrap();
         micros.push(started.elapsed().as_secs_f64() * 1e6);

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::JobApi;
 use crate::engine::{Engine, EngineConfig};
@@ -59,8 +59,8 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot start the CPU pool: {0}")]
-    CpuPool(#[from] rayon::ThreadPoolBuildError),
+    #[error("cannot start the engine: {0}")]
+    Engine(#[from] crate::engine::EngineError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("cannot read the listener's address: {0}")]
@@ -96,12 +96,12 @@ impl Spindle {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        self.prepare(listener)?.serve(shutdown).await
+        self.prepare(listener).await?.serve(shutdown).await
     }
 
     /// Opens the files directory and starts the engine, without serving yet; the caller
     /// gets a handle on the engine (tests use it to look inside).
-    pub fn prepare(self, listener: TcpListener) -> Result<Prepared, ServeError> {
+    pub async fn prepare(self, listener: TcpListener) -> Result<Prepared, ServeError> {
         let files =
             FilesDir::open(&self.config.files_dir).map_err(|source| ServeError::FilesDir {
                 path: self.config.files_dir.clone(),
@@ -111,7 +111,8 @@ impl Spindle {
         for kind in self.extra_kinds {
             registry.register(kind);
         }
-        let engine = Engine::start(&self.config.engine, registry, Arc::new(MemoryStore::new()))?;
+        let engine =
+            Engine::start(&self.config.engine, registry, Arc::new(MemoryStore::new())).await?;
         Ok(Prepared {
             listener,
             engine,
@@ -168,7 +169,11 @@ async fn serve_engine(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(jobs);
-    let incoming = TcpListenerStream::new(listener);
+    // Small stream messages must not wait for Nagle's algorithm and delayed ACKs (~40 ms a
+    // message); keepalive finds dead peers that would hold a watch open forever.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     let server =
         router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     tokio::pin!(server);

@@ -183,7 +183,10 @@ async fn bad_ids_and_finished_jobs_get_the_right_codes() {
     let server = TestServer::start().await;
     let mut client = server.client.clone();
     let malformed = client
-        .get_status(pb::GetStatusRequest { id: "123".into() })
+        .get_status(pb::GetStatusRequest {
+            id: "123".into(),
+            wait: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
@@ -191,6 +194,7 @@ async fn bad_ids_and_finished_jobs_get_the_right_codes() {
     let missing = client
         .get_status(pb::GetStatusRequest {
             id: UNKNOWN_ID.into(),
+            wait: None,
         })
         .await
         .unwrap_err();
@@ -281,7 +285,12 @@ async fn errors_and_panics_fail_the_job_and_the_service_carries_on() {
         ("test.io_panic", pb::ErrorKind::Panic, "io boom"),
         ("test.fail", pb::ErrorKind::Handler, "disk on fire"),
     ] {
-        let job = server.submit(kind, json!({})).await;
+        let mut req = request(kind, json!({}));
+        req.retry = Some(pb::RetryPolicy {
+            max_attempts: 1,
+            ..Default::default()
+        });
+        let job = server.submit_request(req).await;
         let done = server.finish(&job.id).await;
         assert_eq!(state(&done), pb::JobState::Failed);
         let error = done.error.unwrap();
@@ -301,6 +310,10 @@ async fn errors_and_panics_fail_the_job_and_the_service_carries_on() {
 async fn a_timeout_fails_the_job() {
     let server = TestServer::start().await;
     let mut req = request("demo.sleep", json!({"seconds": 3600}));
+    req.retry = Some(pb::RetryPolicy {
+        max_attempts: 1,
+        ..Default::default()
+    });
     req.timeout = Some(prost_types::Duration {
         seconds: 0,
         nanos: 100_000_000,

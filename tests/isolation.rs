@@ -38,7 +38,7 @@ async fn get_status_and_submit_answer_while_the_cpu_pool_is_saturated() {
         } else {
             let id = burners[i % burners.len()].id.clone();
             client
-                .get_status(pb::GetStatusRequest { id })
+                .get_status(pb::GetStatusRequest { id, wait: None })
                 .await
                 .unwrap();
         }

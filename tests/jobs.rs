@@ -228,10 +228,30 @@ async fn http_request_records_status_headers_and_a_bounded_body() {
 async fn http_request_fails_on_an_unexpected_status_or_no_server() {
     let server = TestServer::start().await;
     let (url, _stub) = http_stub(500, "oops".into()).await;
-    let job = server.submit("http.request", json!({"url": url})).await;
-    let done = server.finish(&job.id).await;
+    let mut req = request("http.request", json!({ "url": url }));
+    req.retry = Some(pb::RetryPolicy {
+        max_attempts: 1,
+        ..Default::default()
+    });
+    let done = server.finish(&server.submit_request(req).await.id).await;
     assert_eq!(state(&done), pb::JobState::Failed);
-    assert!(done.error.unwrap().message.contains("500"));
+    let error = done.error.unwrap();
+    assert!(error.message.contains("500"), "{}", error.message);
+    assert_eq!(
+        error.kind,
+        pb::ErrorKind::Handler as i32,
+        "5xx is retryable"
+    );
+
+    let (url, _stub) = http_stub(404, "gone".into()).await;
+    let job = server.submit("http.request", json!({ "url": url })).await;
+    let done = server.finish(&job.id).await;
+    assert_eq!(
+        (state(&done), done.attempt),
+        (pb::JobState::Failed, 1),
+        "4xx is not retried"
+    );
+    assert_eq!(done.error.unwrap().kind, pb::ErrorKind::Permanent as i32);
 
     let (url, _stub) = http_stub(204, String::new()).await;
     let job = server
@@ -245,9 +265,12 @@ async fn http_request_fails_on_an_unexpected_status_or_no_server() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", closed.local_addr().unwrap());
     drop(closed);
-    let job = server
-        .submit("http.request", json!({"url": url, "timeout": 5}))
-        .await;
+    let mut req = request("http.request", json!({"url": url, "timeout": 5}));
+    req.retry = Some(pb::RetryPolicy {
+        max_attempts: 1,
+        ..Default::default()
+    });
+    let job = server.submit_request(req).await;
     let done = server.finish(&job.id).await;
     assert_eq!(state(&done), pb::JobState::Failed);
 

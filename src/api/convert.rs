@@ -9,7 +9,8 @@ use prost_types::value::Kind;
 use serde_json::{Map, Number, Value as Json};
 
 use crate::engine::job::{
-    Event, EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState, Pool, Progress,
+    AttemptFailure, Event, EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState, Pool,
+    Progress, RetryPolicy,
 };
 use crate::jobs::registry::{FieldViolation, JobKind};
 use crate::pb;
@@ -21,6 +22,10 @@ const MAX_LABEL_KEY: usize = 63;
 const MAX_LABEL_VALUE: usize = 256;
 /// The longest job timeout accepted: a week.
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest delay or retention accepted: a year.
+const MAX_HORIZON: Duration = Duration::from_secs(366 * 24 * 3600);
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+const MAX_ATTEMPTS: u32 = 100;
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
 /// Integers up to 2^53 are exact in a protobuf `double`; show them as JSON integers.
@@ -66,6 +71,22 @@ pub fn submit_spec(req: pb::SubmitRequest) -> Result<JobSpec, Vec<FieldViolation
             None
         }
     };
+    let delay = duration_field(req.delay, "delay", MAX_HORIZON, &mut bad);
+    let run_at = req.run_at.and_then(|t| match SystemTime::try_from(t) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            bad.push(violation("run_at", "not a valid timestamp"));
+            None
+        }
+    });
+    if run_at.is_some() && delay.is_some() {
+        bad.push(violation("delay", "give run_at or delay, not both"));
+    }
+    let retry = req.retry.and_then(|r| retry_policy(r, &mut bad));
+    let retention = duration_field(req.retention, "retention", MAX_HORIZON, &mut bad);
+    if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
+        bad.push(violation("idempotency_key", "at most 256 bytes"));
+    }
     if !bad.is_empty() {
         return Err(bad);
     }
@@ -76,6 +97,74 @@ pub fn submit_spec(req: pb::SubmitRequest) -> Result<JobSpec, Vec<FieldViolation
         priority: req.priority,
         labels: req.labels.into_iter().collect(),
         timeout,
+        run_at,
+        delay,
+        retry,
+        idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
+        retention,
+    })
+}
+
+/// A non-negative duration no longer than `max`, or a violation.
+fn duration_field(
+    value: Option<prost_types::Duration>,
+    field: &str,
+    max: Duration,
+    bad: &mut Vec<FieldViolation>,
+) -> Option<Duration> {
+    match Duration::try_from(value?) {
+        Ok(d) if d <= max => Some(d),
+        _ => {
+            let days = max.as_secs() / 86_400;
+            bad.push(violation(
+                field,
+                format!("must be between 0 and {days} days"),
+            ));
+            None
+        }
+    }
+}
+
+/// A retry policy from a request; unset fields take [`RetryPolicy::default`]'s values.
+fn retry_policy(r: pb::RetryPolicy, bad: &mut Vec<FieldViolation>) -> Option<RetryPolicy> {
+    let defaults = RetryPolicy::default();
+    let before = bad.len();
+    let max_attempts = match r.max_attempts {
+        0 => defaults.max_attempts,
+        n if n <= MAX_ATTEMPTS => n,
+        _ => {
+            bad.push(violation("retry.max_attempts", "must be at most 100"));
+            0
+        }
+    };
+    let day = Duration::from_secs(86_400);
+    let initial_backoff = duration_field(r.initial_backoff, "retry.initial_backoff", day, bad)
+        .unwrap_or(defaults.initial_backoff);
+    let max_backoff = duration_field(r.max_backoff, "retry.max_backoff", day, bad)
+        .unwrap_or(defaults.max_backoff.max(initial_backoff));
+    if max_backoff < initial_backoff {
+        bad.push(violation(
+            "retry.max_backoff",
+            "must not be below initial_backoff",
+        ));
+    }
+    let multiplier = if r.multiplier == 0.0 {
+        defaults.multiplier
+    } else {
+        r.multiplier
+    };
+    if !(1.0..=100.0).contains(&multiplier) {
+        bad.push(violation("retry.multiplier", "must be between 1 and 100"));
+    }
+    if !(0.0..=1.0).contains(&r.jitter) {
+        bad.push(violation("retry.jitter", "must be between 0 and 1"));
+    }
+    (bad.len() == before).then_some(RetryPolicy {
+        max_attempts,
+        initial_backoff,
+        max_backoff,
+        multiplier,
+        jitter: r.jitter,
     })
 }
 
@@ -105,6 +194,14 @@ fn check_labels(labels: &HashMap<String, String>, bad: &mut Vec<FieldViolation>)
                 format!("value longer than {MAX_LABEL_VALUE} bytes"),
             ));
         }
+    }
+}
+
+/// A GetStatus long-poll wait: 0 to 5 minutes.
+pub fn wait(value: prost_types::Duration) -> Result<Duration, FieldViolation> {
+    match Duration::try_from(value) {
+        Ok(d) if d <= crate::engine::MAX_WAIT => Ok(d),
+        _ => Err(violation("wait", "must be between 0 and 300 seconds")),
     }
 }
 
@@ -232,6 +329,8 @@ fn timestamp(t: SystemTime) -> prost_types::Timestamp {
 
 pub fn state_to_pb(state: JobState) -> pb::JobState {
     match state {
+        JobState::Scheduled => pb::JobState::Scheduled,
+        JobState::RetryWait => pb::JobState::RetryWait,
         JobState::Queued => pb::JobState::Queued,
         JobState::Running => pb::JobState::Running,
         JobState::Succeeded => pb::JobState::Succeeded,
@@ -243,6 +342,8 @@ pub fn state_to_pb(state: JobState) -> pb::JobState {
 fn state_from_pb(state: pb::JobState) -> JobState {
     match state {
         pb::JobState::Unspecified | pb::JobState::Queued => JobState::Queued,
+        pb::JobState::Scheduled => JobState::Scheduled,
+        pb::JobState::RetryWait => JobState::RetryWait,
         pb::JobState::Running => JobState::Running,
         pb::JobState::Succeeded => JobState::Succeeded,
         pb::JobState::Failed => JobState::Failed,
@@ -266,6 +367,8 @@ fn error_to_pb(f: &Failure) -> pb::JobError {
         FailureKind::Timeout => pb::ErrorKind::Timeout,
         FailureKind::Cancelled => pb::ErrorKind::Cancelled,
         FailureKind::Shutdown => pb::ErrorKind::Shutdown,
+        FailureKind::Interrupted => pb::ErrorKind::Interrupted,
+        FailureKind::Permanent => pb::ErrorKind::Permanent,
     };
     pb::JobError {
         kind: kind.into(),
@@ -296,15 +399,45 @@ pub fn job_to_pb(job: &Job) -> pb::Job {
         finished_at: job.finished_at.map(timestamp),
         cancel_requested: job.cancel_requested,
         last_seq: job.last_seq,
+        run_at: job.run_at.map(timestamp),
+        retry: Some(retry_to_pb(&job.retry)),
+        attempt_errors: job.errors.iter().map(attempt_error_to_pb).collect(),
+        idempotency_key: job.spec.idempotency_key.clone().unwrap_or_default(),
+        expires_at: job.expires_at.map(timestamp),
+    }
+}
+
+fn retry_to_pb(r: &RetryPolicy) -> pb::RetryPolicy {
+    pb::RetryPolicy {
+        max_attempts: r.max_attempts,
+        initial_backoff: r.initial_backoff.try_into().ok(),
+        max_backoff: r.max_backoff.try_into().ok(),
+        multiplier: r.multiplier,
+        jitter: r.jitter,
+    }
+}
+
+fn attempt_error_to_pb(e: &AttemptFailure) -> pb::AttemptError {
+    pb::AttemptError {
+        attempt: e.attempt,
+        error: Some(error_to_pb(&e.failure)),
+        at: Some(timestamp(e.at)),
     }
 }
 
 pub fn event_to_pb(id: JobId, event: &Event) -> pb::JobEvent {
     use pb::job_event::Payload;
     let payload = match &event.data {
-        EventData::State { state, attempt } => Payload::StateChanged(pb::StateChanged {
+        EventData::State {
+            state,
+            attempt,
+            run_at,
+            error,
+        } => Payload::StateChanged(pb::StateChanged {
             state: state_to_pb(*state).into(),
             attempt: *attempt,
+            run_at: run_at.map(timestamp),
+            error: error.as_ref().map(error_to_pb),
         }),
         EventData::Progress(p) => Payload::Progress(progress_to_pb(p)),
         EventData::Log(line) => Payload::Log(pb::LogLine {

@@ -37,10 +37,12 @@ impl JobService for JobApi {
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let spec = convert::submit_spec(request.into_inner())
             .map_err(|v| Status::from(EngineError::InvalidRequest(v)))?;
-        let job = self.engine.submit(spec).await?;
-        tracing::debug!(id = %job.id, kind = %job.spec.kind, "submitted");
+        let submitted = self.engine.submit(spec).await?;
+        let job = &submitted.job;
+        tracing::debug!(id = %job.id, kind = %job.spec.kind, existing = submitted.existing, "submitted");
         Ok(Response::new(pb::SubmitResponse {
-            job: Some(convert::job_to_pb(&job)),
+            job: Some(convert::job_to_pb(job)),
+            existing: submitted.existing,
         }))
     }
 
@@ -48,8 +50,15 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let id = convert::job_id("id", &request.into_inner().id).map_err(status::invalid_field)?;
-        let job = self.engine.get(id).await?;
+        let request = request.into_inner();
+        let id = convert::job_id("id", &request.id).map_err(status::invalid_field)?;
+        let job = match request.wait {
+            None => self.engine.get(id).await?,
+            Some(wait) => {
+                let wait = convert::wait(wait).map_err(status::invalid_field)?;
+                self.engine.get_wait(id, wait).await?
+            }
+        };
         Ok(Response::new(convert::job_to_pb(&job)))
     }
 

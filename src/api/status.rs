@@ -53,6 +53,8 @@ impl From<EngineError> for Status {
             EngineError::NotFound(_) => Status::not_found(message),
             EngineError::AlreadyFinished { .. } => Status::failed_precondition(message),
             EngineError::ShuttingDown => Status::unavailable(message),
+            EngineError::IdempotencyConflict { .. } => Status::already_exists(message),
+            EngineError::CpuPool(_) => Status::internal(message),
             EngineError::Store(StoreError::UnknownJob(_)) => Status::not_found(message),
             EngineError::Store(e @ StoreError::Unavailable(_)) => {
                 tracing::error!(error = %e, "store failure");

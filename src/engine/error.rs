@@ -22,6 +22,14 @@ pub enum EngineError {
     /// The job is already in a terminal state.
     #[error("job {id} already finished ({state:?})")]
     AlreadyFinished { id: JobId, state: JobState },
+    /// The idempotency key belongs to a job submitted with other kind or args.
+    #[error(
+        "idempotency key {key:?} is already used by job {id}, submitted with other kind or args"
+    )]
+    IdempotencyConflict { key: String, id: JobId },
+    /// The CPU pool could not be started.
+    #[error("cannot start the CPU pool: {0}")]
+    CpuPool(String),
     /// The service is shutting down and takes no new work.
     #[error("the service is shutting down")]
     ShuttingDown,

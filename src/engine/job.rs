@@ -23,6 +23,16 @@ impl JobId {
     pub fn new() -> Self {
         JobId(Uuid::now_v7())
     }
+
+    /// The id's 128 bits.
+    pub fn as_u128(self) -> u128 {
+        self.0.as_u128()
+    }
+
+    /// The id from its 128 bits.
+    pub fn from_u128(bits: u128) -> Self {
+        JobId(Uuid::from_u128(bits))
+    }
 }
 
 impl Default for JobId {
@@ -50,8 +60,12 @@ impl FromStr for JobId {
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobState {
+    /// Waiting for its `run_at`.
+    Scheduled,
     Queued,
     Running,
+    /// Waiting for its next attempt at `run_at`.
+    RetryWait,
     Succeeded,
     Failed,
     Cancelled,
@@ -86,6 +100,81 @@ pub struct JobSpec {
     pub priority: i32,
     pub labels: BTreeMap<String, String>,
     pub timeout: Option<Duration>,
+    /// Not before this time (SCHEDULED until then).
+    pub run_at: Option<SystemTime>,
+    /// Not before this long after submission; the engine turns it into `run_at`.
+    pub delay: Option<Duration>,
+    /// `None`: the kind's default.
+    pub retry: Option<RetryPolicy>,
+    pub idempotency_key: Option<String>,
+    /// How long to keep the job once finished; `None`: the server's default.
+    pub retention: Option<Duration>,
+}
+
+impl JobSpec {
+    /// A spec with defaults for everything but the kind and args.
+    pub fn new(kind: impl Into<String>, args: Value) -> Self {
+        JobSpec {
+            kind: kind.into(),
+            args,
+            queue: "default".into(),
+            priority: 0,
+            labels: BTreeMap::new(),
+            timeout: None,
+            run_at: None,
+            delay: None,
+            retry: None,
+            idempotency_key: None,
+            retention: None,
+        }
+    }
+}
+
+/// How failed attempts are retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; 1 means no retry.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// At least 1.
+    pub multiplier: f64,
+    /// 0 to 1: the delay is spread by up to this fraction either way.
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    /// Three attempts, 1 s then 2 s apart (at most 5 minutes), +/-20 % jitter.
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            multiplier: 2.0,
+            jitter: 0.2,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One attempt only.
+    pub fn never() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// The delay after failed attempt `attempt` (from 1). `spread` in [0, 1) picks where in
+    /// the jitter band the delay falls; the engine derives it from the job id, so retries of
+    /// many jobs that failed together do not all come back at once.
+    pub fn backoff(&self, attempt: u32, spread: f64) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(64) as i32;
+        let base = self.initial_backoff.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
+        let capped = base.min(self.max_backoff.as_secs_f64());
+        let jitter = self.jitter.clamp(0.0, 1.0) * (2.0 * spread.clamp(0.0, 1.0) - 1.0);
+        Duration::try_from_secs_f64((capped * (1.0 + jitter)).max(0.0)).unwrap_or(self.max_backoff)
+    }
 }
 
 /// How far a handler has come.
@@ -142,6 +231,21 @@ pub enum FailureKind {
     Timeout,
     Cancelled,
     Shutdown,
+    Interrupted,
+    Permanent,
+}
+
+impl FailureKind {
+    /// Whether another attempt may help.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Handler
+                | FailureKind::Panic
+                | FailureKind::Timeout
+                | FailureKind::Interrupted
+        )
+    }
 }
 
 /// Why a job did not succeed.
@@ -160,6 +264,14 @@ impl Failure {
     }
 }
 
+/// The error of one failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptFailure {
+    pub attempt: u32,
+    pub failure: Failure,
+    pub at: SystemTime,
+}
+
 /// A job and everything known about it; what the store keeps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -176,15 +288,33 @@ pub struct Job {
     pub cancel_requested: bool,
     /// The seq of the latest event in the job's log; the store keeps it current.
     pub last_seq: u64,
+    /// When a SCHEDULED or RETRY_WAIT job is due.
+    pub run_at: Option<SystemTime>,
+    /// The policy in force.
+    pub retry: RetryPolicy,
+    /// Every failed attempt, oldest first.
+    pub errors: Vec<AttemptFailure>,
+    /// When a finished job will be purged.
+    pub expires_at: Option<SystemTime>,
 }
 
 impl Job {
-    /// A freshly accepted job, not yet stored.
-    pub fn new(spec: JobSpec, now: SystemTime) -> Self {
+    /// A freshly accepted job, not yet stored: SCHEDULED if it has a future `run_at`.
+    pub fn new(spec: JobSpec, retry: RetryPolicy, now: SystemTime) -> Self {
+        let delayed = spec.delay.and_then(|d| now.checked_add(d));
+        let run_at = spec.run_at.or(delayed).filter(|t| *t > now);
         Job {
             id: JobId::new(),
+            state: if run_at.is_some() {
+                JobState::Scheduled
+            } else {
+                JobState::Queued
+            },
+            run_at,
+            retry,
+            errors: Vec::new(),
+            expires_at: None,
             spec,
-            state: JobState::Queued,
             attempt: 0,
             progress: None,
             result: None,
@@ -210,8 +340,14 @@ pub struct Event {
 /// What an event says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventData {
-    /// A move to a non-terminal state.
-    State { state: JobState, attempt: u32 },
+    /// A move to a non-terminal state; `run_at` for SCHEDULED and RETRY_WAIT, `error` for
+    /// RETRY_WAIT.
+    State {
+        state: JobState,
+        attempt: u32,
+        run_at: Option<SystemTime>,
+        error: Option<Failure>,
+    },
     /// The handler's latest progress; a later one may supersede it in the log.
     Progress(Progress),
     /// A line the handler logged.
@@ -226,6 +362,18 @@ pub enum EventData {
 }
 
 impl EventData {
+    /// The state-change event for the job's current (non-terminal) state.
+    pub fn state_of(job: &Job) -> Self {
+        EventData::State {
+            state: job.state,
+            attempt: job.attempt,
+            run_at: job.run_at,
+            error: (job.state == JobState::RetryWait)
+                .then(|| job.errors.last().map(|e| e.failure.clone()))
+                .flatten(),
+        }
+    }
+
     /// The terminal event for a job that has just reached its terminal state.
     pub fn finished(job: &Job) -> Self {
         EventData::Finished {
@@ -252,6 +400,20 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.to_string().parse::<JobId>().unwrap(), a);
         assert!("nope".parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_spreads() {
+        let policy = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(policy.backoff(1, 0.5), Duration::from_secs(1));
+        assert_eq!(policy.backoff(3, 0.5), Duration::from_secs(4));
+        assert_eq!(policy.backoff(30, 0.5), Duration::from_secs(300));
+        let jittered = RetryPolicy::default();
+        assert_eq!(jittered.backoff(1, 0.0), Duration::from_millis(800));
+        assert_eq!(jittered.backoff(1, 1.0), Duration::from_millis(1200));
     }
 
     #[test]

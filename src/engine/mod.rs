@@ -1,38 +1,46 @@
 //! The engine: the one owner of scheduling decisions. It accepts validated job specs, keeps
-//! a ready queue per pool, hands a job to a pool only when that pool has a free slot, drives
-//! each running job (state changes, progress, timeout, cancellation) and tells watchers when
-//! a job's log grows. It knows nothing about gRPC.
+//! the waiting jobs (ready queues per pool and queue, a delay set for scheduled and
+//! retry-waiting jobs), hands a job to a pool only when the pool and the job's queue have a
+//! free slot, drives each running job (state changes, progress, timeout, retries,
+//! cancellation) and tells watchers when a job's log grows. It knows nothing about gRPC.
 //!
 //! Shared state sits behind a cheap-clone [`Engine`] handle; its std mutex is held only for
-//! short, await-free sections. Every job record and event goes through the [`Store`].
+//! short, await-free sections. Every job record and event goes through the [`Store`]; at
+//! start-up the engine rebuilds its queues from the store's unfinished jobs.
 
+pub mod clock;
+mod dispatch;
 pub mod error;
 pub mod job;
 mod queue;
 mod run;
+mod schedule;
+mod submit;
 mod watch;
 
 pub use error::EngineError;
+pub use submit::Submitted;
 pub use watch::EventStream;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch as watch_channel};
+use tokio::sync::{Notify, Semaphore, watch as watch_channel};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::exec::{CpuPool, Executor};
 use crate::jobs::registry::Registry;
 use crate::store::{ListQuery, Store};
-use job::{EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState, Pool};
-use queue::ReadyQueue;
+use clock::Clock;
+use job::{EventData, Failure, FailureKind, Job, JobId, JobState, Pool};
+use queue::{DelaySet, PoolQueues};
 use run::{RunControl, StopReason};
 
-/// How long Cancel waits for a running job to stop before it answers anyway.
-const CANCEL_WAIT: Duration = Duration::from_secs(2);
+/// The longest a GetStatus long-poll may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// How the engine runs.
 #[derive(Debug, Clone)]
@@ -43,8 +51,15 @@ pub struct EngineConfig {
     pub cpu_nice: i32,
     /// IO jobs running at once.
     pub io_concurrency: usize,
+    /// Jobs of a named queue running at once, across both pools; unlisted queues are
+    /// bounded by the pools only.
+    pub queue_limits: BTreeMap<String, usize>,
     /// The shortest time between two progress writes of one job.
     pub progress_interval: Duration,
+    /// How long finished jobs are kept unless their submission said otherwise.
+    pub retention: Duration,
+    /// How often expired jobs are purged.
+    pub purge_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -53,7 +68,10 @@ impl Default for EngineConfig {
             cpu_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             cpu_nice: 10,
             io_concurrency: 256,
+            queue_limits: BTreeMap::new(),
             progress_interval: Duration::from_millis(20),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            purge_interval: Duration::from_secs(60),
         }
     }
 }
@@ -68,9 +86,12 @@ struct Shared {
     store: Arc<dyn Store>,
     registry: Registry,
     executor: Executor,
+    clock: Clock,
+    config: EngineConfig,
     pools: [PoolSlots; 2],
     state: Mutex<State>,
-    progress_interval: Duration,
+    /// Wakes the scheduler when a job with an earlier due time arrives.
+    scheduler_wake: Notify,
     /// Cancelled when shutdown starts: no new submits, no new dispatches.
     stopping: CancellationToken,
     /// Cancelled when shutdown ends: open watch streams end.
@@ -87,8 +108,10 @@ struct PoolSlots {
 
 #[derive(Default)]
 struct State {
-    ready: [ReadyQueue; 2],
+    ready: [PoolQueues; 2],
+    delayed: DelaySet,
     running: HashMap<JobId, Arc<RunControl>>,
+    running_per_queue: HashMap<String, usize>,
     /// One sender per non-terminal job, carrying its latest seq to watchers.
     live: HashMap<JobId, watch_channel::Sender<u64>>,
 }
@@ -103,13 +126,16 @@ fn pool_index(pool: Pool) -> usize {
 // === impl Engine ===
 
 impl Engine {
-    /// Starts the engine and its dispatchers on the current tokio runtime.
-    pub fn start(
+    /// Starts the engine on the current tokio runtime: rebuilds the queues from the store
+    /// (recovering jobs a crash left RUNNING), then starts the dispatchers, the scheduler
+    /// and the retention purger.
+    pub async fn start(
         config: &EngineConfig,
         registry: Registry,
         store: Arc<dyn Store>,
-    ) -> Result<Engine, rayon::ThreadPoolBuildError> {
-        let cpu = CpuPool::new(config.cpu_threads, config.cpu_nice)?;
+    ) -> Result<Engine, EngineError> {
+        let cpu = CpuPool::new(config.cpu_threads, config.cpu_nice)
+            .map_err(|e| EngineError::CpuPool(e.to_string()))?;
         let slots = |n: usize| PoolSlots {
             slots: Arc::new(Semaphore::new(n.max(1))),
             wake: Notify::new(),
@@ -119,8 +145,10 @@ impl Engine {
             registry,
             pools: [slots(config.io_concurrency), slots(cpu.threads())],
             executor: Executor::new(cpu),
+            clock: Clock::new(),
+            config: config.clone(),
             state: Mutex::new(State::default()),
-            progress_interval: config.progress_interval,
+            scheduler_wake: Notify::new(),
             stopping: CancellationToken::new(),
             closed: CancellationToken::new(),
             running_tasks: TaskTracker::new(),
@@ -129,9 +157,12 @@ impl Engine {
         let engine = Engine {
             shared: Arc::new(shared),
         };
+        engine.recover().await?;
         for pool in [Pool::Io, Pool::Cpu] {
             tokio::spawn(engine.clone().dispatch(pool));
         }
+        tokio::spawn(engine.clone().schedule_loop());
+        tokio::spawn(engine.clone().purge_loop());
         Ok(engine)
     }
 
@@ -140,43 +171,9 @@ impl Engine {
         &self.shared.registry
     }
 
-    /// Validates the args against the kind, stores the job as QUEUED and queues it.
-    pub async fn submit(&self, spec: JobSpec) -> Result<Job, EngineError> {
-        let kind =
-            self.shared
-                .registry
-                .get(&spec.kind)
-                .ok_or_else(|| EngineError::UnknownKind {
-                    kind: spec.kind.clone(),
-                    known: self.shared.registry.names(),
-                })?;
-        kind.validate(&spec.args).await?;
-        if self.shared.stopping.is_cancelled() {
-            return Err(EngineError::ShuttingDown);
-        }
-        let pool = kind.pool();
-        let mut job = Job::new(spec, SystemTime::now());
-        let (tx, _) = watch_channel::channel(0);
-        self.lock().live.insert(job.id, tx);
-        let queued = EventData::State {
-            state: JobState::Queued,
-            attempt: 0,
-        };
-        match self
-            .shared
-            .store
-            .save(&job, &[queued], job.created_at)
-            .await
-        {
-            Ok(seq) => job.last_seq = seq,
-            Err(e) => {
-                self.lock().live.remove(&job.id);
-                return Err(e.into());
-            }
-        }
-        self.lock().ready[pool_index(pool)].push(job.clone());
-        self.shared.pools[pool_index(pool)].wake.notify_one();
-        Ok(job)
+    /// The engine's wall clock (follows tokio's clock; see [`clock`]).
+    pub fn now(&self) -> SystemTime {
+        self.shared.clock.now()
     }
 
     /// The job as stored, with a pending cancellation request shown.
@@ -191,6 +188,11 @@ impl Engine {
             job.cancel_requested |= control.stop_requested();
         }
         Ok(job)
+    }
+
+    /// The job once it is terminal or `wait` (at most [`MAX_WAIT`]) has passed.
+    pub async fn get_wait(&self, id: JobId, wait: Duration) -> Result<Job, EngineError> {
+        self.wait_terminal(id, wait.min(MAX_WAIT)).await
     }
 
     /// Jobs matching the query, newest first, and the id to continue after if there are more.
@@ -211,58 +213,6 @@ impl Engine {
         Ok((jobs, next))
     }
 
-    /// Cancels a job: a queued one at once; a running one by its token, waiting up to
-    /// [`CANCEL_WAIT`] for the handler to stop. Returns the job as it then is.
-    pub async fn cancel(&self, id: JobId) -> Result<Job, EngineError> {
-        for _ in 0..100 {
-            let (queued, running) = {
-                let mut state = self.lock();
-                let queued = state.ready.iter_mut().find_map(|q| q.remove(id));
-                (queued, state.running.get(&id).cloned())
-            };
-            if let Some(job) = queued {
-                return self.cancel_queued(job).await;
-            }
-            if let Some(control) = running {
-                control.stop(StopReason::Client);
-                return self.wait_terminal(id, CANCEL_WAIT).await;
-            }
-            let job = self.get(id).await?;
-            if job.state.is_terminal() {
-                return Err(EngineError::AlreadyFinished {
-                    id,
-                    state: job.state,
-                });
-            }
-            // Stored but between the store and the queue (a Submit still in flight).
-            tokio::task::yield_now().await;
-        }
-        self.get(id).await
-    }
-
-    async fn cancel_queued(&self, mut job: Job) -> Result<Job, EngineError> {
-        let now = SystemTime::now();
-        job.state = JobState::Cancelled;
-        job.cancel_requested = true;
-        job.finished_at = Some(now);
-        job.error = Some(Failure::new(FailureKind::Cancelled, "cancelled by request"));
-        self.finish(&mut job, now).await?;
-        Ok(job)
-    }
-
-    /// Stores a job that has just reached a terminal state with its terminal event, and
-    /// lets its watchers see it; the job then has no live channel any more.
-    async fn finish(&self, job: &mut Job, now: SystemTime) -> Result<(), EngineError> {
-        let finished = EventData::finished(job);
-        let seq = self.shared.store.save(job, &[finished], now).await;
-        let tx = self.lock().live.remove(&job.id);
-        job.last_seq = seq?;
-        if let Some(tx) = tx {
-            tx.send_replace(job.last_seq);
-        }
-        Ok(())
-    }
-
     /// Waits until the job is terminal or `wait` passes, then returns it.
     async fn wait_terminal(&self, id: JobId, wait: Duration) -> Result<Job, EngineError> {
         let deadline = tokio::time::Instant::now() + wait;
@@ -280,6 +230,50 @@ impl Engine {
         }
     }
 
+    /// Puts a waiting job where it belongs: a ready queue (QUEUED) or the delay set.
+    fn enqueue(&self, job: Job) {
+        let pool = self
+            .shared
+            .registry
+            .get(&job.spec.kind)
+            .map_or(Pool::Io, |k| k.pool());
+        let mut state = self.lock();
+        if job.state == JobState::Queued {
+            state.ready[pool_index(pool)].push(job);
+            drop(state);
+            self.shared.pools[pool_index(pool)].wake.notify_one();
+        } else {
+            state.delayed.push(job);
+            drop(state);
+            self.shared.scheduler_wake.notify_one();
+        }
+    }
+
+    /// Stores a job with the event of its new non-terminal state and tells its watchers.
+    async fn record_state(&self, job: &mut Job) -> Result<(), EngineError> {
+        let event = EventData::state_of(job);
+        job.last_seq = self.shared.store.save(job, &[event], self.now()).await?;
+        self.publish(job.id, job.last_seq);
+        Ok(())
+    }
+
+    /// Stores a job that has just reached a terminal state with its terminal event, and
+    /// lets its watchers see it; the job then has no live channel any more.
+    async fn finish(&self, job: &mut Job) -> Result<(), EngineError> {
+        let now = self.now();
+        job.finished_at = Some(now);
+        let retention = job.spec.retention.unwrap_or(self.shared.config.retention);
+        job.expires_at = now.checked_add(retention);
+        let finished = EventData::finished(job);
+        let seq = self.shared.store.save(job, &[finished], now).await;
+        let tx = self.lock().live.remove(&job.id);
+        job.last_seq = seq?;
+        if let Some(tx) = tx {
+            tx.send_replace(job.last_seq);
+        }
+        Ok(())
+    }
+
     /// A receiver of the job's latest seq, if the job is not terminal.
     fn subscribe(&self, id: JobId) -> Option<watch_channel::Receiver<u64>> {
         self.lock().live.get(&id).map(|tx| tx.subscribe())
@@ -292,7 +286,7 @@ impl Engine {
         }
     }
 
-    /// Queued jobs per pool (IO, CPU) and running jobs.
+    /// Waiting jobs per pool (IO, CPU) and running jobs.
     pub fn load(&self) -> (usize, usize, usize) {
         let state = self.lock();
         (
@@ -302,9 +296,14 @@ impl Engine {
         )
     }
 
-    /// Stops taking work, lets running jobs finish within `grace`, cancels the rest, waits
-    /// for them to stop (up to `grace` again: CPU handlers stop only at their next check),
-    /// then ends open watch streams. Queued jobs stay queued.
+    /// Jobs waiting for a due time (SCHEDULED or RETRY_WAIT).
+    pub fn delayed(&self) -> usize {
+        self.lock().delayed.len()
+    }
+
+    /// Stops taking work, lets running jobs finish within `grace`, then stops the rest and
+    /// puts them back to QUEUED without counting the attempt; waits for them (up to `grace`
+    /// again: CPU handlers stop only at their next check), then ends open watch streams.
     pub async fn shutdown(&self, grace: Duration) {
         self.shared.stopping.cancel();
         self.shared.running_tasks.close();
@@ -319,7 +318,7 @@ impl Engine {
             let controls: Vec<_> = self.lock().running.values().cloned().collect();
             tracing::warn!(
                 jobs = controls.len(),
-                "grace period over; cancelling running jobs"
+                "grace period over; stopping running jobs and requeueing them"
             );
             for control in controls {
                 control.stop(StopReason::Shutdown);
@@ -334,56 +333,19 @@ impl Engine {
         self.shared.closed.cancel();
     }
 
-    /// Gives jobs of one pool to that pool as slots free up, in queue order.
-    async fn dispatch(self, pool: Pool) {
-        let slots = &self.shared.pools[pool_index(pool)];
-        let stopping = self.shared.stopping.clone();
-        loop {
-            let permit = tokio::select! {
-                permit = slots.slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-                _ = stopping.cancelled() => return,
-            };
-            let (job, control) = loop {
-                if let Some(next) = self.take_next(pool) {
-                    break next;
-                }
-                tokio::select! {
-                    _ = slots.wake.notified() => {}
-                    _ = stopping.cancelled() => return,
-                }
-            };
-            self.spawn_run(job, control, permit);
-        }
-    }
-
-    /// Pops the next job of a pool and marks it running, in one critical section so that
-    /// Cancel always finds a job in exactly one of the two places.
-    fn take_next(&self, pool: Pool) -> Option<(Job, Arc<RunControl>)> {
-        let mut state = self.lock();
-        let job = state.ready[pool_index(pool)].pop()?;
-        let control = Arc::new(RunControl::new());
-        state.running.insert(job.id, control.clone());
-        Some((job, control))
-    }
-
-    fn spawn_run(&self, job: Job, control: Arc<RunControl>, permit: OwnedSemaphorePermit) {
-        let engine = self.clone();
-        self.shared.running_tasks.spawn(async move {
-            let id = job.id;
-            run::drive(&engine, job, &control).await;
-            engine.lock().running.remove(&id);
-            drop(permit);
-        });
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // Critical sections are single map/queue operations; a panic cannot leave them
         // half-done, so a poisoned lock is still consistent.
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The failure recorded for an attempt that was running when the service stopped.
+fn interrupted(attempt: u32) -> Failure {
+    Failure::new(
+        FailureKind::Interrupted,
+        format!("the service stopped while attempt {attempt} was running"),
+    )
 }
 
 impl std::fmt::Debug for Engine {

@@ -1,89 +1,182 @@
-//! The ready queue of one pool: jobs waiting for a slot, highest priority first and, within a
-//! priority, in submission order. Any job can be taken out by id (for Cancel).
+//! Jobs waiting to run. Each pool has named queues; the next job of a pool is the one with
+//! the highest priority (then the earliest arrival) among the heads of the queues that are
+//! below their concurrency limit, so a flood in one queue cannot starve another and a full
+//! queue never blocks the others. Scheduled and retry-waiting jobs wait in a [`DelaySet`]
+//! ordered by due time. Any job can be taken out by id (for Cancel).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
 
 use crate::engine::job::{Job, JobId};
 
 /// Orders by priority (higher first), then by arrival.
 type Key = (Reverse<i32>, u64);
 
-/// Waiting jobs of one pool.
+/// The waiting jobs of one queue.
 #[derive(Debug, Default)]
-pub struct ReadyQueue {
+struct ReadyQueue {
     order: BTreeMap<Key, Job>,
-    keys: HashMap<JobId, Key>,
+}
+
+/// The waiting jobs of one pool, by queue name.
+#[derive(Debug, Default)]
+pub struct PoolQueues {
+    queues: HashMap<String, ReadyQueue>,
+    /// Where each waiting job is.
+    index: HashMap<JobId, (String, Key)>,
     arrivals: u64,
 }
 
-impl ReadyQueue {
+impl PoolQueues {
     /// Adds a job behind every job of the same or higher priority.
     pub fn push(&mut self, job: Job) {
         self.arrivals += 1;
         let key = (Reverse(job.spec.priority), self.arrivals);
-        self.keys.insert(job.id, key);
-        self.order.insert(key, job);
+        let queue = job.spec.queue.clone();
+        self.index.insert(job.id, (queue.clone(), key));
+        self.queues.entry(queue).or_default().order.insert(key, job);
     }
 
-    /// Takes the job that should run next.
-    pub fn pop(&mut self) -> Option<Job> {
+    /// Takes the job that should run next among the queues `may_run` allows.
+    pub fn pop(&mut self, may_run: impl Fn(&str) -> bool) -> Option<Job> {
+        let (queue, key) = self
+            .queues
+            .iter()
+            .filter(|(name, _)| may_run(name))
+            .filter_map(|(name, q)| q.order.first_key_value().map(|(key, _)| (name, *key)))
+            .min_by_key(|(_, key)| *key)
+            .map(|(name, key)| (name.clone(), key))?;
+        self.take(&queue, key)
+    }
+
+    /// Takes a specific job out, if it is waiting here.
+    pub fn remove(&mut self, id: JobId) -> Option<Job> {
+        let (queue, key) = self.index.get(&id)?.clone();
+        self.take(&queue, key)
+    }
+
+    fn take(&mut self, queue: &str, key: Key) -> Option<Job> {
+        let ready = self.queues.get_mut(queue)?;
+        let job = ready.order.remove(&key)?;
+        if ready.order.is_empty() {
+            self.queues.remove(queue);
+        }
+        self.index.remove(&job.id);
+        Some(job)
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+}
+
+/// Jobs waiting for a point in time.
+#[derive(Debug, Default)]
+pub struct DelaySet {
+    order: BTreeMap<(SystemTime, JobId), Job>,
+    index: HashMap<JobId, SystemTime>,
+}
+
+impl DelaySet {
+    /// Adds a job due at its `run_at` (at once if it has none).
+    pub fn push(&mut self, job: Job) {
+        let due = job.run_at.unwrap_or(SystemTime::UNIX_EPOCH);
+        self.index.insert(job.id, due);
+        self.order.insert((due, job.id), job);
+    }
+
+    /// The earliest due time.
+    pub fn next_due(&self) -> Option<SystemTime> {
+        self.order.first_key_value().map(|((due, _), _)| *due)
+    }
+
+    /// Takes the earliest job if it is due at `now`.
+    pub fn pop_due(&mut self, now: SystemTime) -> Option<Job> {
+        if self.next_due()? > now {
+            return None;
+        }
         let (_, job) = self.order.pop_first()?;
-        self.keys.remove(&job.id);
+        self.index.remove(&job.id);
         Some(job)
     }
 
     /// Takes a specific job out, if it is waiting here.
     pub fn remove(&mut self, id: JobId) -> Option<Job> {
-        let key = self.keys.remove(&id)?;
-        self.order.remove(&key)
+        let due = self.index.remove(&id)?;
+        self.order.remove(&(due, id))
     }
 
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.index.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::job::JobSpec;
-    use std::time::SystemTime;
+    use crate::engine::job::{JobSpec, RetryPolicy};
+    use std::time::Duration;
 
-    fn job(priority: i32) -> Job {
-        let spec = JobSpec {
-            kind: "k".into(),
-            args: serde_json::json!({}),
-            queue: "default".into(),
-            priority,
-            labels: Default::default(),
-            timeout: None,
-        };
-        Job::new(spec, SystemTime::now())
+    fn job(queue: &str, priority: i32) -> Job {
+        let mut spec = JobSpec::new("k", serde_json::json!({}));
+        spec.queue = queue.into();
+        spec.priority = priority;
+        Job::new(spec, RetryPolicy::default(), SystemTime::now())
+    }
+
+    fn drain(q: &mut PoolQueues, may_run: impl Fn(&str) -> bool + Copy) -> Vec<JobId> {
+        std::iter::from_fn(|| q.pop(may_run))
+            .map(|j| j.id)
+            .collect()
     }
 
     #[test]
-    fn higher_priority_first_then_fifo() {
-        let mut q = ReadyQueue::default();
-        let jobs = [job(0), job(5), job(0), job(5), job(-1)];
+    fn higher_priority_first_then_fifo_across_queues() {
+        let mut q = PoolQueues::default();
+        let jobs = [
+            job("a", 0),
+            job("b", 5),
+            job("a", 0),
+            job("a", 5),
+            job("b", -1),
+        ];
         for j in &jobs {
             q.push(j.clone());
         }
-        let order: Vec<JobId> = std::iter::from_fn(|| q.pop()).map(|j| j.id).collect();
         let expected = [1, 3, 0, 2, 4].map(|i| jobs[i].id);
-        assert_eq!(order, expected);
+        assert_eq!(drain(&mut q, |_| true), expected);
         assert_eq!(q.len(), 0);
     }
 
     #[test]
-    fn remove_by_id() {
-        let mut q = ReadyQueue::default();
-        let (a, b) = (job(0), job(0));
-        q.push(a.clone());
-        q.push(b.clone());
-        assert_eq!(q.remove(a.id).map(|j| j.id), Some(a.id));
-        assert!(q.remove(a.id).is_none());
+    fn a_queue_at_its_limit_is_skipped_not_blocking() {
+        let mut q = PoolQueues::default();
+        let (busy, free) = (job("busy", 9), job("free", 0));
+        q.push(busy.clone());
+        q.push(free.clone());
+        assert_eq!(drain(&mut q, |name| name != "busy"), [free.id]);
         assert_eq!(q.len(), 1);
-        assert_eq!(q.pop().map(|j| j.id), Some(b.id));
+        assert_eq!(q.remove(busy.id).map(|j| j.id), Some(busy.id));
+        assert!(q.remove(busy.id).is_none());
+    }
+
+    #[test]
+    fn delayed_jobs_come_due_in_time_order() {
+        let now = SystemTime::now();
+        let mut set = DelaySet::default();
+        let mut late = job("a", 0);
+        late.run_at = Some(now + Duration::from_secs(20));
+        let mut soon = job("a", 0);
+        soon.run_at = Some(now + Duration::from_secs(10));
+        set.push(late.clone());
+        set.push(soon.clone());
+        assert_eq!(set.next_due(), soon.run_at);
+        assert!(set.pop_due(now).is_none());
+        let at = now + Duration::from_secs(15);
+        assert_eq!(set.pop_due(at).map(|j| j.id), Some(soon.id));
+        assert!(set.pop_due(at).is_none());
+        assert_eq!(set.remove(late.id).map(|j| j.id), Some(late.id));
+        assert_eq!(set.len(), 0);
     }
 }

@@ -3,14 +3,15 @@
 //! ended. One driver task per running job; it is the only writer of that job meanwhile.
 
 use std::sync::Mutex;
-use std::time::SystemTime;
+
+use serde_json::Value;
 
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::Engine;
-use super::job::{EventData, Failure, FailureKind, Job, JobState};
+use super::job::{AttemptFailure, Failure, FailureKind, Job, JobId, JobState};
+use super::{Engine, EngineError};
 use crate::exec::{HandlerError, JobContext, RunOutcome};
 
 /// Why a running job was asked to stop.
@@ -61,17 +62,12 @@ pub(crate) async fn drive(engine: &Engine, job: Job, control: &RunControl) {
 }
 
 async fn drive_attempt(engine: &Engine, mut job: Job, control: &RunControl) {
-    let now = SystemTime::now();
     job.state = JobState::Running;
     job.attempt += 1;
-    job.started_at = Some(now);
-    let running = EventData::State {
-        state: JobState::Running,
-        attempt: job.attempt,
-    };
-    match engine.shared.store.save(&job, &[running], now).await {
-        Ok(seq) => engine.publish(job.id, seq),
-        Err(e) => tracing::error!(error = %e, "could not record the job as running"),
+    job.started_at = Some(engine.now());
+    job.run_at = None;
+    if let Err(e) = engine.record_state(&mut job).await {
+        tracing::error!(error = %e, "could not record the job as running");
     }
     tracing::debug!(attempt = job.attempt, "started");
     let outcome = match engine.shared.registry.get(&job.spec.kind).cloned() {
@@ -85,15 +81,73 @@ async fn drive_attempt(engine: &Engine, mut job: Job, control: &RunControl) {
             let run = engine.shared.executor.run(kind.handler(), ctx.clone());
             supervise(engine, &job, &ctx, control, run).await
         }
-        None => RunOutcome::Returned(Err(HandlerError::failed(
+        None => RunOutcome::Returned(Err(HandlerError::permanent(
             "job kind is no longer registered",
         ))),
     };
-    settle(&mut job, outcome, control.reason());
-    tracing::debug!(state = ?job.state, "finished");
-    if let Err(e) = engine.finish(&mut job, SystemTime::now()).await {
-        tracing::error!(error = %e, "could not record the job's outcome");
+    let stop = control.reason();
+    let concluded = match settle(&job, outcome, stop) {
+        Ok(value) => {
+            job.state = JobState::Succeeded;
+            job.result = Some(value);
+            engine.finish(&mut job).await
+        }
+        Err(failure) => conclude_failure(engine, &mut job, failure, stop).await,
+    };
+    tracing::debug!(state = ?job.state, "attempt over");
+    if let Err(e) = concluded {
+        tracing::error!(error = %e, "could not record the attempt's outcome");
     }
+}
+
+/// After a failed attempt: back to QUEUED if the service is shutting down (the attempt
+/// does not count), RETRY_WAIT if the failure is retryable and attempts remain, else
+/// FAILED (or CANCELLED).
+async fn conclude_failure(
+    engine: &Engine,
+    job: &mut Job,
+    failure: Failure,
+    stop: Option<StopReason>,
+) -> Result<(), EngineError> {
+    let now = engine.now();
+    if failure.kind == FailureKind::Shutdown {
+        job.attempt -= 1;
+        job.state = JobState::Queued;
+        return engine.record_state(job).await;
+    }
+    job.cancel_requested = stop == Some(StopReason::Client);
+    job.errors.push(AttemptFailure {
+        attempt: job.attempt,
+        failure: failure.clone(),
+        at: now,
+    });
+    if failure.kind.is_retryable() && job.attempt < job.retry.max_attempts {
+        let delay = job.retry.backoff(job.attempt, spread(job.id, job.attempt));
+        job.state = JobState::RetryWait;
+        job.run_at = Some(now + delay);
+        tracing::info!(attempt = job.attempt, ?delay, error = %failure.message, "attempt failed; will retry");
+        engine.record_state(job).await?;
+        engine.enqueue(job.clone());
+        return Ok(());
+    }
+    job.state = match failure.kind {
+        FailureKind::Cancelled => JobState::Cancelled,
+        _ => JobState::Failed,
+    };
+    job.error = Some(failure);
+    engine.finish(job).await
+}
+
+/// A number in [0, 1) that differs between jobs and attempts but is stable for each:
+/// where in its jitter band a retry delay falls (splitmix64 of the id and attempt).
+fn spread(id: JobId, attempt: u32) -> f64 {
+    let bits = id.as_u128();
+    let mut z = (bits as u64) ^ ((bits >> 64) as u64) ^ u64::from(attempt).rotate_left(32);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Waits for the handler while writing its reports (at most one write per progress
@@ -106,7 +160,7 @@ async fn supervise(
     run: impl Future<Output = RunOutcome>,
 ) -> RunOutcome {
     tokio::pin!(run);
-    let interval = engine.shared.progress_interval;
+    let interval = engine.shared.config.progress_interval;
     let deadline = job.spec.timeout.map(|t| Instant::now() + t);
     let mut flush_at: Option<Instant> = None;
     let mut next_allowed = Instant::now();
@@ -125,7 +179,7 @@ async fn supervise(
             _ = sleep_until(deadline.unwrap_or(next_allowed)), if deadline.is_some() && !timed_out => {
                 timed_out = true;
                 tracing::info!("timed out; cancelling");
-                control.stop(super::StopReason::Timeout);
+                control.stop(StopReason::Timeout);
             }
         }
     };
@@ -142,7 +196,7 @@ async fn flush(engine: &Engine, job: &Job, ctx: &JobContext) {
     match engine
         .shared
         .store
-        .append(job.id, &events, SystemTime::now())
+        .append(job.id, &events, engine.now())
         .await
     {
         Ok(seq) => engine.publish(job.id, seq),
@@ -150,18 +204,12 @@ async fn flush(engine: &Engine, job: &Job, ctx: &JobContext) {
     }
 }
 
-/// Turns how the handler ended, and why it was stopped if it was, into the job's
-/// terminal state. A handler that returned a result is SUCCEEDED even if a stop came too
-/// late to matter: the work was done.
-fn settle(job: &mut Job, outcome: RunOutcome, stop: Option<StopReason>) {
-    job.finished_at = Some(SystemTime::now());
-    job.cancel_requested = stop == Some(StopReason::Client);
+/// Turns how the handler ended, and why it was stopped if it was, into a result or the
+/// attempt's failure. A handler that returned a result is a success even if a stop came
+/// too late to matter: the work was done.
+fn settle(job: &Job, outcome: RunOutcome, stop: Option<StopReason>) -> Result<Value, Failure> {
     let failure = match (outcome, stop) {
-        (RunOutcome::Returned(Ok(value)), _) => {
-            job.state = JobState::Succeeded;
-            job.result = Some(value);
-            return;
-        }
+        (RunOutcome::Returned(Ok(value)), _) => return Ok(value),
         (RunOutcome::Panicked(message), _) => Failure::new(FailureKind::Panic, message),
         (_, Some(StopReason::Client)) => {
             Failure::new(FailureKind::Cancelled, "cancelled by request")
@@ -177,13 +225,12 @@ fn settle(job: &mut Job, outcome: RunOutcome, stop: Option<StopReason>) {
         (RunOutcome::Returned(Err(HandlerError::Failed(message))), None) => {
             Failure::new(FailureKind::Handler, message)
         }
+        (RunOutcome::Returned(Err(HandlerError::Permanent(message))), None) => {
+            Failure::new(FailureKind::Permanent, message)
+        }
         (RunOutcome::Returned(Err(HandlerError::Cancelled)) | RunOutcome::Aborted, None) => {
             Failure::new(FailureKind::Handler, "the handler stopped without a result")
         }
     };
-    job.state = match failure.kind {
-        FailureKind::Cancelled | FailureKind::Shutdown => JobState::Cancelled,
-        _ => JobState::Failed,
-    };
-    job.error = Some(failure);
+    Err(failure)
 }

@@ -26,15 +26,24 @@ pub enum HandlerError {
     /// The work failed; the message is shown to clients.
     #[error("{0}")]
     Failed(String),
+    /// The work failed in a way another attempt cannot fix (bad input, missing
+    /// resource): the job fails without retry.
+    #[error("{0}")]
+    Permanent(String),
     /// The handler saw its cancellation token and stopped.
     #[error("cancelled")]
     Cancelled,
 }
 
 impl HandlerError {
-    /// A failure with a message.
+    /// A failure with a message; retried if the job's policy allows.
     pub fn failed(message: impl std::fmt::Display) -> Self {
         HandlerError::Failed(message.to_string())
+    }
+
+    /// A failure that no retry can fix.
+    pub fn permanent(message: impl std::fmt::Display) -> Self {
+        HandlerError::Permanent(message.to_string())
     }
 }
 

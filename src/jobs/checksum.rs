@@ -51,7 +51,7 @@ fn run(files: &FilesDir, ctx: &JobContext, args: ChecksumArgs) -> JobResult {
     // Resolve again: the file system may have changed since Submit.
     let path = files
         .input("path", &args.path)
-        .map_err(crate::exec::HandlerError::failed)?;
+        .map_err(crate::exec::HandlerError::permanent)?;
     let mut file = std::fs::File::open(&path)?;
     let size = file.metadata()?.len();
     let mut hasher = Hasher::new(args.algorithm);

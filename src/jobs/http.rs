@@ -1,6 +1,8 @@
 //! `http.request` (IO): calls a URL, like a webhook, and records the status, the headers
 //! and the first 64 KiB of the body. Fails when the status is not the expected one (any
-//! 2xx unless `expect_status` says otherwise), so a failing webhook shows as FAILED.
+//! 2xx unless `expect_status` says otherwise), so a failing webhook shows as FAILED. A 4xx
+//! answer (but 408 and 429) fails permanently; 5xx, 408, 429 and network errors are retried
+//! by the job's policy.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -126,10 +128,14 @@ async fn run(client: reqwest::Client, ctx: JobContext, args: HttpArgs) -> JobRes
         let expected = args
             .expect_status
             .map_or("2xx".to_string(), |s| s.to_string());
-        return Err(HandlerError::failed(format!(
-            "{} answered {status}, expected {expected}",
-            args.url
-        )));
+        let message = format!("{} answered {status}, expected {expected}", args.url);
+        // A client error will not go away by asking again; a server error or a throttle may.
+        let permanent = (400..500).contains(&status) && !matches!(status, 408 | 429);
+        return Err(if permanent {
+            HandlerError::permanent(message)
+        } else {
+            HandlerError::failed(message)
+        });
     }
     Ok(json!({
         "status": status,

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::engine::job::Pool;
+use crate::engine::job::{Pool, RetryPolicy};
 use crate::exec::{Handler, JobContext, JobResult};
 
 /// What a kind's args must be: deserializable and describable as a JSON schema.
@@ -117,6 +117,7 @@ pub struct JobKind {
     schema: Value,
     check: Check,
     check_blocks: bool,
+    retry: RetryPolicy,
     handler: Handler,
 }
 
@@ -197,6 +198,11 @@ impl JobKind {
         &self.schema
     }
 
+    /// The retry policy of jobs that do not bring their own.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
     pub(crate) fn handler(&self) -> &Handler {
         &self.handler
     }
@@ -233,6 +239,7 @@ impl<A: JobArgs> KindBuilder<A> {
                 schema,
                 check,
                 check_blocks: false,
+                retry: RetryPolicy::default(),
                 handler,
             },
             _args: PhantomData,
@@ -255,6 +262,13 @@ impl<A: JobArgs> KindBuilder<A> {
     ) -> Self {
         self.kind.check_blocks = true;
         self.check(rule)
+    }
+
+    /// The retry policy for jobs of this kind that do not bring their own (default: three
+    /// attempts, see [`RetryPolicy::default`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.kind.retry = policy;
+        self
     }
 
     pub fn build(self) -> JobKind {

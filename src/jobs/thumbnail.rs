@@ -74,17 +74,17 @@ fn output_format(output: &str) -> Result<ImageFormat, ArgsError> {
 fn run(files: &FilesDir, ctx: &JobContext, args: ThumbnailArgs) -> JobResult {
     let input = files
         .input("input", &args.input)
-        .map_err(HandlerError::failed)?;
+        .map_err(HandlerError::permanent)?;
     let output = files
         .output("output", &args.output)
-        .map_err(HandlerError::failed)?;
-    let format = output_format(&args.output).map_err(HandlerError::failed)?;
+        .map_err(HandlerError::permanent)?;
+    let format = output_format(&args.output).map_err(HandlerError::permanent)?;
 
     ctx.progress(Progress::fraction(0.0).with_message("decoding"));
     let source = ImageReader::open(&input)?
         .with_guessed_format()?
         .decode()
-        .map_err(|e| HandlerError::failed(format!("cannot decode {}: {e}", args.input)))?;
+        .map_err(|e| HandlerError::permanent(format!("cannot decode {}: {e}", args.input)))?;
     ctx.check_cancelled()?;
 
     ctx.progress(Progress::fraction(0.4).with_message("resizing"));

@@ -2,19 +2,26 @@
 //! creation order) behind one std mutex, held only for short, await-free sections.
 //! Nothing survives a restart; it is for tests and throwaway use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{ListQuery, Store, StoreError};
+use super::{Inserted, ListQuery, Store, StoreError};
 use crate::engine::job::{Event, EventData, Job, JobId};
 
 /// Jobs and their logs in process memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    jobs: Mutex<BTreeMap<JobId, Entry>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    jobs: BTreeMap<JobId, Entry>,
+    /// Idempotency key -> job.
+    keys: HashMap<String, JobId>,
 }
 
 #[derive(Debug)]
@@ -28,10 +35,10 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<JobId, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave an entry half-written (every
         // mutation is a single push or assignment), so a poisoned lock is still usable.
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -65,14 +72,40 @@ impl Entry {
 
 #[async_trait]
 impl Store for MemoryStore {
+    async fn insert(
+        &self,
+        job: &Job,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<Inserted, StoreError> {
+        let mut inner = self.lock();
+        if let Some(key) = &job.spec.idempotency_key {
+            if let Some(existing) = inner.keys.get(key).and_then(|id| inner.jobs.get(id)) {
+                return Ok(Inserted::Existing(Box::new(existing.job.clone())));
+            }
+            inner.keys.insert(key.clone(), job.id);
+        }
+        let mut entry = Entry {
+            job: job.clone(),
+            events: Vec::new(),
+        };
+        entry.job.last_seq = 0;
+        for data in events {
+            entry.push(data, at);
+        }
+        let seq = entry.job.last_seq;
+        inner.jobs.insert(job.id, entry);
+        Ok(Inserted::Created(seq))
+    }
+
     async fn save(
         &self,
         job: &Job,
         events: &[EventData],
         at: SystemTime,
     ) -> Result<u64, StoreError> {
-        let mut jobs = self.lock();
-        let entry = jobs.entry(job.id).or_insert_with(|| Entry {
+        let mut inner = self.lock();
+        let entry = inner.jobs.entry(job.id).or_insert_with(|| Entry {
             job: job.clone(),
             events: Vec::new(),
         });
@@ -95,8 +128,8 @@ impl Store for MemoryStore {
         events: &[EventData],
         at: SystemTime,
     ) -> Result<u64, StoreError> {
-        let mut jobs = self.lock();
-        let entry = jobs.get_mut(&id).ok_or(StoreError::UnknownJob(id))?;
+        let mut inner = self.lock();
+        let entry = inner.jobs.get_mut(&id).ok_or(StoreError::UnknownJob(id))?;
         for data in events {
             entry.push(data, at);
         }
@@ -104,7 +137,7 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        Ok(self.lock().get(&id).map(|e| e.job.clone()))
+        Ok(self.lock().jobs.get(&id).map(|e| e.job.clone()))
     }
 
     async fn events_after(
@@ -113,8 +146,8 @@ impl Store for MemoryStore {
         after: u64,
         limit: usize,
     ) -> Result<Option<Vec<Event>>, StoreError> {
-        let jobs = self.lock();
-        let Some(entry) = jobs.get(&id) else {
+        let inner = self.lock();
+        let Some(entry) = inner.jobs.get(&id) else {
             return Ok(None);
         };
         let start = entry.events.partition_point(|e| e.seq <= after);
@@ -123,10 +156,10 @@ impl Store for MemoryStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
-        let jobs = self.lock();
+        let inner = self.lock();
         let range = match query.before {
-            Some(before) => jobs.range(..before),
-            None => jobs.range(..),
+            Some(before) => inner.jobs.range(..before),
+            None => inner.jobs.range(..),
         };
         Ok(range
             .rev()
@@ -136,23 +169,44 @@ impl Store for MemoryStore {
             .cloned()
             .collect())
     }
+
+    async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        Ok(self
+            .lock()
+            .jobs
+            .values()
+            .filter(|e| !e.job.state.is_terminal())
+            .map(|e| e.job.clone())
+            .collect())
+    }
+
+    async fn purge(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let expired: Vec<JobId> = inner
+            .jobs
+            .values()
+            .filter(|e| e.job.state.is_terminal() && e.job.expires_at.is_some_and(|t| t <= now))
+            .map(|e| e.job.id)
+            .collect();
+        for id in &expired {
+            if let Some(entry) = inner.jobs.remove(id)
+                && let Some(key) = &entry.job.spec.idempotency_key
+            {
+                inner.keys.remove(key);
+            }
+        }
+        Ok(expired.len())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::job::{JobSpec, JobState, Progress};
+    use crate::engine::job::{JobSpec, JobState, Progress, RetryPolicy};
 
     fn job() -> Job {
-        let spec = JobSpec {
-            kind: "demo.sleep".into(),
-            args: serde_json::json!({}),
-            queue: "default".into(),
-            priority: 0,
-            labels: Default::default(),
-            timeout: None,
-        };
-        Job::new(spec, SystemTime::now())
+        let spec = JobSpec::new("demo.sleep", serde_json::json!({}));
+        Job::new(spec, RetryPolicy::default(), SystemTime::now())
     }
 
     fn progress(done: u64) -> EventData {
@@ -167,8 +221,10 @@ mod tests {
         let queued = EventData::State {
             state: JobState::Queued,
             attempt: 0,
+            run_at: None,
+            error: None,
         };
-        store.save(&job, &[queued], now).await.unwrap();
+        store.insert(&job, &[queued], now).await.unwrap();
         store
             .append(job.id, &[progress(1), progress(2)], now)
             .await
@@ -199,7 +255,7 @@ mod tests {
         for _ in 0..5 {
             let job = job();
             ids.push(job.id);
-            store.save(&job, &[], now).await.unwrap();
+            store.insert(&job, &[], now).await.unwrap();
         }
         let mut query = ListQuery {
             limit: 2,
@@ -216,5 +272,35 @@ mod tests {
             page.iter().map(|j| j.id).collect::<Vec<_>>(),
             [ids[2], ids[1]]
         );
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_are_unique_until_purged() {
+        let store = MemoryStore::new();
+        let now = SystemTime::now();
+        let mut first = job();
+        first.spec.idempotency_key = Some("k".into());
+        assert_eq!(
+            store.insert(&first, &[], now).await.unwrap(),
+            Inserted::Created(0)
+        );
+        let mut second = job();
+        second.spec.idempotency_key = Some("k".into());
+        let Inserted::Existing(existing) = store.insert(&second, &[], now).await.unwrap() else {
+            panic!("the key is taken");
+        };
+        assert_eq!(existing.id, first.id);
+        assert!(store.get(second.id).await.unwrap().is_none());
+
+        first.state = JobState::Succeeded;
+        first.expires_at = Some(now);
+        store.save(&first, &[], now).await.unwrap();
+        assert_eq!(store.unfinished().await.unwrap().len(), 0);
+        assert_eq!(store.purge(now).await.unwrap(), 1);
+        assert!(store.get(first.id).await.unwrap().is_none());
+        assert!(matches!(
+            store.insert(&second, &[], now).await.unwrap(),
+            Inserted::Created(_)
+        ));
     }
 }

@@ -55,9 +55,27 @@ impl ListQuery {
     }
 }
 
+/// What [`Store::insert`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// The job was stored; its log ends at this seq.
+    Created(u64),
+    /// A job with the same idempotency key already exists; nothing was written.
+    Existing(Box<Job>),
+}
+
 /// Where jobs and their event logs live.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Stores a new job with its first events, unless its idempotency key is taken: the
+    /// check and the insert are one atomic step.
+    async fn insert(
+        &self,
+        job: &Job,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<Inserted, StoreError>;
+
     /// Writes the whole job record (inserting it if new) and appends `events`, stamped
     /// `at`, in one step. Returns the seq of the last event (or the current one if none).
     async fn save(
@@ -90,4 +108,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Jobs that match the query, newest first, at most `query.limit`.
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError>;
+
+    /// Every job not in a terminal state, oldest first; read once at start-up.
+    async fn unfinished(&self) -> Result<Vec<Job>, StoreError>;
+
+    /// Deletes finished jobs (and their logs and idempotency keys) whose `expires_at` has
+    /// passed. Returns how many went.
+    async fn purge(&self, now: SystemTime) -> Result<usize, StoreError>;
 }

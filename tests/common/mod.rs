@@ -51,6 +51,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let prepared = kinds(Spindle::new(config))
             .prepare(listener)
+            .await
             .expect("prepare");
         let engine = prepared.engine().clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -100,7 +101,10 @@ impl TestServer {
     pub async fn status(&self, id: &str) -> pb::Job {
         self.client
             .clone()
-            .get_status(pb::GetStatusRequest { id: id.into() })
+            .get_status(pb::GetStatusRequest {
+                id: id.into(),
+                wait: None,
+            })
             .await
             .expect("GetStatus")
             .into_inner()

@@ -1,0 +1,114 @@
+//! Time-driven work: promoting SCHEDULED and RETRY_WAIT jobs when they come due, purging
+//! finished jobs past their retention, and rebuilding the queues from the store at start-up
+//! (where a job left RUNNING by a crash counts that attempt as interrupted).
+
+use std::time::Duration;
+
+use tokio::time::sleep_until;
+
+use super::job::{AttemptFailure, Job, JobState};
+use super::{Engine, EngineError, interrupted};
+
+/// How soon a promotion that failed to store is tried again.
+const PROMOTE_RETRY: Duration = Duration::from_secs(1);
+
+impl Engine {
+    /// Sleeps until the earliest delayed job is due, then queues every due job.
+    pub(super) async fn schedule_loop(self) {
+        let stopping = self.shared.stopping.clone();
+        loop {
+            let next = self.lock().delayed.next_due();
+            let due = async {
+                match next {
+                    Some(at) => sleep_until(self.shared.clock.instant_at(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = due => self.promote_due().await,
+                () = self.shared.scheduler_wake.notified() => {}
+                () = stopping.cancelled() => return,
+            }
+        }
+    }
+
+    async fn promote_due(&self) {
+        let now = self.now();
+        loop {
+            let Some(mut job) = self.lock().delayed.pop_due(now) else {
+                return;
+            };
+            job.state = JobState::Queued;
+            job.run_at = None;
+            if let Err(e) = self.record_state(&mut job).await {
+                tracing::warn!(id = %job.id, error = %e, "could not queue a due job; will retry");
+                job.state = JobState::Scheduled;
+                job.run_at = Some(now + PROMOTE_RETRY);
+            }
+            self.enqueue(job);
+        }
+    }
+
+    /// Deletes expired finished jobs every `purge_interval`.
+    pub(super) async fn purge_loop(self) {
+        let stopping = self.shared.stopping.clone();
+        let mut tick = tokio::time::interval(self.shared.config.purge_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stopping.cancelled() => return,
+            }
+            match self.shared.store.purge(self.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "purged expired jobs"),
+                Err(e) => tracing::warn!(error = %e, "could not purge expired jobs"),
+            }
+        }
+    }
+
+    /// Rebuilds the waiting structures from the store's unfinished jobs.
+    pub(super) async fn recover(&self) -> Result<(), EngineError> {
+        let jobs = self.shared.store.unfinished().await?;
+        let (mut requeued, mut interrupted_jobs) = (0usize, 0usize);
+        for mut job in jobs {
+            let (tx, _) = tokio::sync::watch::channel(job.last_seq);
+            self.lock().live.insert(job.id, tx);
+            if job.state == JobState::Running {
+                interrupted_jobs += 1;
+                self.recover_interrupted(&mut job).await?;
+                if job.state.is_terminal() {
+                    continue;
+                }
+            }
+            requeued += 1;
+            self.enqueue(job);
+        }
+        if requeued + interrupted_jobs > 0 {
+            tracing::info!(
+                requeued,
+                interrupted = interrupted_jobs,
+                "recovered jobs from the store"
+            );
+        }
+        Ok(())
+    }
+
+    /// A job that was RUNNING when the service stopped: that attempt failed; retry it now
+    /// if attempts remain, else it FAILED.
+    async fn recover_interrupted(&self, job: &mut Job) -> Result<(), EngineError> {
+        let failure = interrupted(job.attempt);
+        job.errors.push(AttemptFailure {
+            attempt: job.attempt,
+            failure: failure.clone(),
+            at: self.now(),
+        });
+        if job.attempt < job.retry.max_attempts {
+            job.state = JobState::Queued;
+            return self.record_state(job).await;
+        }
+        job.state = JobState::Failed;
+        job.error = Some(failure);
+        self.finish(job).await
+    }
+}

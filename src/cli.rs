@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::EngineConfig;
-use crate::server::ServeConfig;
+use crate::server::{ServeConfig, StoreConfig};
 
 /// Spindle: a gRPC job-scheduling service.
 #[derive(Debug, Parser)]
@@ -28,6 +28,18 @@ pub enum Command {
 /// Flags of `spindle serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Where jobs are kept: "sqlite" (durable, in --data-dir) or "memory" (lost on exit).
+    #[arg(long, env = "SPINDLE_STORE", default_value = "sqlite", value_parser = ["sqlite", "memory"])]
+    pub store: String,
+    /// Directory of the durable store; created if missing.
+    #[arg(long, env = "SPINDLE_DATA_DIR", default_value = "spindle-data")]
+    pub data_dir: PathBuf,
+    /// How long finished jobs are kept, e.g. 7d, 12h.
+    #[arg(long, env = "SPINDLE_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// A queue's concurrency limit, as NAME=N; repeat for more queues.
+    #[arg(long = "queue-limit", env = "SPINDLE_QUEUE_LIMITS", value_delimiter = ',', value_parser = parse_queue_limit)]
+    pub queue_limits: Vec<(String, usize)>,
     /// Address to listen on.
     #[arg(long, env = "SPINDLE_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
@@ -69,12 +81,21 @@ impl ServeArgs {
         let mut engine = EngineConfig {
             cpu_nice: self.cpu_nice,
             io_concurrency: self.io_concurrency as usize,
+            retention: self.retention,
+            queue_limits: self.queue_limits.iter().cloned().collect(),
             ..EngineConfig::default()
         };
         if let Some(threads) = self.cpu_threads {
             engine.cpu_threads = usize::from(threads);
         }
+        let store = match self.store.as_str() {
+            "memory" => StoreConfig::Memory,
+            _ => StoreConfig::Sqlite {
+                data_dir: self.data_dir.clone(),
+            },
+        };
         ServeConfig {
+            store,
             files_dir: self.files_dir.clone(),
             engine,
             shutdown_grace: self.shutdown_grace,
@@ -82,7 +103,21 @@ impl ServeArgs {
     }
 }
 
-/// Parses "500ms", "30s", "2m", "1h" or a bare number of seconds.
+/// Parses "NAME=N", a queue's concurrency limit.
+pub fn parse_queue_limit(text: &str) -> Result<(String, usize), String> {
+    let (name, limit) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=N"))?;
+    let limit: usize = limit
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("the limit in {text:?} must be a positive number"))?;
+    Ok((name.trim().to_string(), limit))
+}
+
+/// Parses "500ms", "30s", "2m", "1h", "7d" or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -97,7 +132,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown unit {other:?}; use ms, s, m or h")),
+        "d" => 86_400.0,
+        other => return Err(format!("unknown unit {other:?}; use ms, s, m, h or d")),
     };
     Duration::try_from_secs_f64(value * scale).map_err(|e| e.to_string())
 }
@@ -114,6 +150,10 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 days").is_err());
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_queue_limit("mail=4"), Ok(("mail".to_string(), 4)));
+        assert!(parse_queue_limit("mail").is_err());
+        assert!(parse_queue_limit("mail=0").is_err());
     }
 
     #[test]

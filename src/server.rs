@@ -22,7 +22,7 @@ use crate::jobs::files::FilesDir;
 use crate::jobs::registry::JobKind;
 use crate::pb;
 use crate::pb::job_service_server::JobServiceServer;
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, SqliteStore, Store, StoreError};
 
 /// The largest request accepted, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -31,9 +31,20 @@ pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// How long open streams get to flush after the engine has stopped.
 const STREAM_DRAIN: Duration = Duration::from_secs(2);
 
+/// Where jobs are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In process memory: lost on restart. For tests and throwaway use.
+    Memory,
+    /// A SQLite database in this directory: durable.
+    Sqlite { data_dir: PathBuf },
+}
+
 /// Everything `spindle serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// Where jobs are kept.
+    pub store: StoreConfig,
     /// Where file jobs may read and write.
     pub files_dir: PathBuf,
     pub engine: EngineConfig,
@@ -44,6 +55,9 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
+            store: StoreConfig::Sqlite {
+                data_dir: PathBuf::from("spindle-data"),
+            },
             files_dir: PathBuf::from("spindle-files"),
             engine: EngineConfig::default(),
             shutdown_grace: Duration::from_secs(30),
@@ -59,6 +73,8 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
     #[error("cannot start the engine: {0}")]
     Engine(#[from] crate::engine::EngineError),
     #[error("cannot build the reflection service: {0}")]
@@ -111,13 +127,27 @@ impl Spindle {
         for kind in self.extra_kinds {
             registry.register(kind);
         }
-        let engine =
-            Engine::start(&self.config.engine, registry, Arc::new(MemoryStore::new())).await?;
+        let store = open_store(&self.config.store).await?;
+        let engine = Engine::start(&self.config.engine, registry, store).await?;
         Ok(Prepared {
             listener,
             engine,
             grace: self.config.shutdown_grace,
         })
+    }
+}
+
+/// Opens the configured store (off the async threads: opening checks the database).
+async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, ServeError> {
+    match config {
+        StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreConfig::Sqlite { data_dir } => {
+            let data_dir = data_dir.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
+                .await
+                .map_err(|e| ServeError::Store(StoreError::Refused(e.to_string())))??;
+            Ok(Arc::new(store))
+        }
     }
 }
 

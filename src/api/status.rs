@@ -56,7 +56,7 @@ impl From<EngineError> for Status {
             EngineError::IdempotencyConflict { .. } => Status::already_exists(message),
             EngineError::CpuPool(_) => Status::internal(message),
             EngineError::Store(StoreError::UnknownJob(_)) => Status::not_found(message),
-            EngineError::Store(e @ StoreError::Unavailable(_)) => {
+            EngineError::Store(e @ (StoreError::Unavailable(_) | StoreError::Refused(_))) => {
                 tracing::error!(error = %e, "store failure");
                 Status::unavailable("storage is unavailable; nothing was changed, retry later")
             }

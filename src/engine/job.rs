@@ -6,11 +6,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 /// A job's id: a UUID v7, so ids sort by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct JobId(Uuid);
 
 /// The text given as a job id is not a UUID.
@@ -58,7 +60,8 @@ impl FromStr for JobId {
 }
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for its `run_at`.
     Scheduled,
@@ -91,7 +94,7 @@ pub enum Pool {
 }
 
 /// What a client asked for, already checked field by field at the API edge.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub kind: String,
     /// Always a JSON object.
@@ -131,7 +134,7 @@ impl JobSpec {
 }
 
 /// How failed attempts are retried.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 means no retry.
     pub max_attempts: u32,
@@ -178,7 +181,7 @@ impl RetryPolicy {
 }
 
 /// How far a handler has come.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// 0.0 to 1.0.
     pub fraction: f64,
@@ -224,7 +227,8 @@ impl Progress {
 }
 
 /// The class of a failure, as clients see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     Handler,
     Panic,
@@ -249,7 +253,7 @@ impl FailureKind {
 }
 
 /// Why a job did not succeed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
@@ -265,7 +269,7 @@ impl Failure {
 }
 
 /// The error of one failed attempt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptFailure {
     pub attempt: u32,
     pub failure: Failure,
@@ -273,7 +277,7 @@ pub struct AttemptFailure {
 }
 
 /// A job and everything known about it; what the store keeps.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
     pub spec: JobSpec,
@@ -338,7 +342,8 @@ pub struct Event {
 }
 
 /// What an event says.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EventData {
     /// A move to a non-terminal state; `run_at` for SCHEDULED and RETRY_WAIT, `error` for
     /// RETRY_WAIT.

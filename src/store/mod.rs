@@ -8,9 +8,13 @@
 //!   one leaves the log (its seq becomes a gap) so a fast reporter cannot grow the log.
 //! - Every other event is kept, in order.
 
+#[cfg(test)]
+mod conformance;
 mod memory;
+pub mod sqlite;
 
 pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -20,7 +24,7 @@ use async_trait::async_trait;
 use crate::engine::job::{Event, EventData, Job, JobId, JobState};
 
 /// What a store can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The job is not in the store.
     #[error("job {0} is not in the store")]
@@ -28,6 +32,10 @@ pub enum StoreError {
     /// The backing storage could not do what was asked; nothing was changed.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The store will not open: the data is corrupt, not Spindle's, or from a newer
+    /// schema. Nothing was changed.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Filters for listing jobs; `None` and empty maps match everything.

@@ -1,5 +1,6 @@
 //! The one test helper: boots the real server on 127.0.0.1:0 (bound before it is spawned,
-//! so no sleep is needed before connecting) and talks to it with the generated tonic client.
+//! so no sleep is needed before connecting) with the durable store in a temporary directory,
+//! and talks to it with the generated tonic client.
 
 #![allow(dead_code)]
 
@@ -11,7 +12,7 @@ use spindle::api::convert::json_to_struct;
 use spindle::engine::Engine;
 use spindle::pb;
 use spindle::pb::job_service_client::JobServiceClient;
-use spindle::server::{ServeConfig, ServeError, Spindle};
+use spindle::server::{ServeConfig, ServeError, Spindle, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -25,6 +26,8 @@ pub struct TestServer {
     pub client: Client,
     pub engine: Engine,
     pub files: tempfile::TempDir,
+    /// The durable store's directory.
+    pub data: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
 }
@@ -41,7 +44,11 @@ impl TestServer {
         kinds: impl FnOnce(Spindle) -> Spindle,
     ) -> Self {
         let files = tempfile::tempdir().expect("temp dir");
+        let data = tempfile::tempdir().expect("temp dir");
         let mut config = ServeConfig {
+            store: StoreConfig::Sqlite {
+                data_dir: data.path().to_path_buf(),
+            },
             files_dir: files.path().to_path_buf(),
             ..ServeConfig::default()
         };
@@ -64,6 +71,7 @@ impl TestServer {
             client,
             engine,
             files,
+            data,
             stop: Some(stop),
             task: Some(task),
         }

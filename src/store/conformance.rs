@@ -1,0 +1,279 @@
+//! The same checks against every [`Store`]: seqs, coalescing, paging, idempotency,
+//! purging; and, for the SQLite store, what must survive a reopen and what must be refused.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{Inserted, ListQuery, MemoryStore, SqliteStore, Store, StoreError};
+use crate::engine::job::{EventData, Job, JobSpec, JobState, Progress, RetryPolicy};
+
+fn job() -> Job {
+    let spec = JobSpec::new("demo.sleep", serde_json::json!({"seconds": 1}));
+    Job::new(spec, RetryPolicy::default(), SystemTime::now())
+}
+
+fn progress(done: u64) -> EventData {
+    EventData::Progress(Progress::counted(done, 10))
+}
+
+fn queued(job: &Job) -> EventData {
+    EventData::state_of(job)
+}
+
+/// Runs `check` against a memory store and a SQLite store in a temporary directory.
+async fn each_store<F, Fut>(check: F)
+where
+    F: Fn(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    check(Arc::new(MemoryStore::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    check(Arc::new(SqliteStore::open(dir.path()).unwrap())).await;
+}
+
+#[tokio::test]
+async fn progress_is_coalesced_but_state_changes_are_kept() {
+    each_store(|store| async move {
+        let job = job();
+        let now = SystemTime::now();
+        store.insert(&job, &[queued(&job)], now).await.unwrap();
+        store
+            .append(job.id, &[progress(1), progress(2)], now)
+            .await
+            .unwrap();
+        store
+            .append(job.id, &[EventData::Log("hi".into()), progress(3)], now)
+            .await
+            .unwrap();
+        let last = store.append(job.id, &[progress(4)], now).await.unwrap();
+        assert_eq!(last, 6);
+        let events = store.events_after(job.id, 0, 100).await.unwrap().unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 3, 4, 6], "superseded progress leaves gaps");
+        assert_eq!(events[1].data, progress(2));
+        let stored = store.get(job.id).await.unwrap().unwrap();
+        assert_eq!(stored.progress, Some(Progress::counted(4, 10)));
+        assert_eq!(stored.last_seq, 6);
+        let tail = store.events_after(job.id, 3, 1).await.unwrap().unwrap();
+        assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
+        let unknown = crate::engine::job::JobId::new();
+        assert!(store.events_after(unknown, 0, 10).await.unwrap().is_none());
+        assert!(matches!(
+            store.append(unknown, &[progress(1)], now).await,
+            Err(StoreError::UnknownJob(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn saves_keep_the_stores_seq_and_progress() {
+    each_store(|store| async move {
+        let mut job = job();
+        let now = SystemTime::now();
+        store.insert(&job, &[queued(&job)], now).await.unwrap();
+        store.append(job.id, &[progress(5)], now).await.unwrap();
+        job.state = JobState::Succeeded;
+        job.result = Some(serde_json::json!({"ok": true}));
+        let seq = store
+            .save(&job, &[EventData::finished(&job)], now)
+            .await
+            .unwrap();
+        assert_eq!(seq, 3);
+        let stored = store.get(job.id).await.unwrap().unwrap();
+        assert_eq!(stored.state, JobState::Succeeded);
+        assert_eq!(stored.progress, Some(Progress::counted(5, 10)));
+        assert_eq!(stored.result, job.result);
+        assert_eq!(stored.spec, job.spec);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn list_pages_newest_first_with_filters() {
+    each_store(|store| async move {
+        let now = SystemTime::now();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut job = job();
+            job.spec.queue = if i % 2 == 0 { "even" } else { "odd" }.into();
+            job.spec.labels.insert("n".into(), i.to_string());
+            ids.push(job.id);
+            store.insert(&job, &[], now).await.unwrap();
+        }
+        let mut query = ListQuery {
+            limit: 2,
+            ..ListQuery::default()
+        };
+        let page = store.list(&query).await.unwrap();
+        assert_eq!(
+            page.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [ids[4], ids[3]]
+        );
+        query.before = Some(ids[3]);
+        let page = store.list(&query).await.unwrap();
+        assert_eq!(
+            page.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [ids[2], ids[1]]
+        );
+        let filtered = ListQuery {
+            queue: Some("even".into()),
+            state: Some(JobState::Queued),
+            labels: [("n".to_string(), "2".to_string())].into(),
+            limit: 10,
+            ..ListQuery::default()
+        };
+        let page = store.list(&filtered).await.unwrap();
+        assert_eq!(page.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[2]]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_unique_until_purged() {
+    each_store(|store| async move {
+        let now = SystemTime::now();
+        let mut first = job();
+        first.spec.idempotency_key = Some("k".into());
+        assert_eq!(
+            store.insert(&first, &[queued(&first)], now).await.unwrap(),
+            Inserted::Created(1)
+        );
+        let mut second = job();
+        second.spec.idempotency_key = Some("k".into());
+        let Inserted::Existing(existing) = store.insert(&second, &[], now).await.unwrap() else {
+            panic!("the key is taken");
+        };
+        assert_eq!(existing.id, first.id);
+        assert!(store.get(second.id).await.unwrap().is_none());
+        assert_eq!(store.unfinished().await.unwrap().len(), 1);
+
+        first.state = JobState::Succeeded;
+        first.expires_at = Some(now);
+        store.save(&first, &[], now).await.unwrap();
+        assert_eq!(store.unfinished().await.unwrap().len(), 0);
+        assert_eq!(store.purge(now - Duration::from_secs(1)).await.unwrap(), 0);
+        assert_eq!(store.purge(now).await.unwrap(), 1);
+        assert!(store.get(first.id).await.unwrap().is_none());
+        assert!(store.events_after(first.id, 0, 10).await.unwrap().is_none());
+        assert!(matches!(
+            store.insert(&second, &[], now).await.unwrap(),
+            Inserted::Created(_)
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_everything_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let mut job = job();
+    job.spec.labels.insert("team".into(), "a".into());
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.insert(&job, &[queued(&job)], now).await.unwrap();
+        store
+            .append(
+                job.id,
+                &[progress(1), EventData::Log("x".into()), progress(2)],
+                now,
+            )
+            .await
+            .unwrap();
+        job.state = JobState::Running;
+        job.attempt = 1;
+        store.save(&job, &[queued(&job)], now).await.unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let stored = store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.state, stored.attempt, stored.last_seq),
+        (JobState::Running, 1, 5)
+    );
+    assert_eq!(stored.spec.labels["team"], "a");
+    assert_eq!(stored.progress, Some(Progress::counted(2, 10)));
+    let seqs: Vec<u64> = store
+        .events_after(job.id, 0, 10)
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(store.unfinished().await.unwrap()[0].id, job.id);
+}
+
+#[tokio::test]
+async fn sqlite_allows_one_process_per_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SqliteStore::open(dir.path()).unwrap();
+    let err = SqliteStore::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("in use by another Spindle"), "{err}");
+    drop(first);
+    assert!(SqliteStore::open(dir.path()).is_ok());
+}
+
+#[tokio::test]
+async fn sqlite_refuses_foreign_newer_and_corrupt_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(super::sqlite::DB_FILE);
+    std::fs::write(&db, vec![0x42u8; 8192]).unwrap();
+    let err = SqliteStore::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("not a readable SQLite database"), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        vec![0x42u8; 8192],
+        "left untouched"
+    );
+
+    std::fs::remove_file(&db).unwrap();
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other
+        .execute_batch("CREATE TABLE notes (body TEXT)")
+        .unwrap();
+    drop(other);
+    let err = SqliteStore::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("not a Spindle database"), "{err}");
+
+    std::fs::remove_file(&db).unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let newer = rusqlite::Connection::open(&db).unwrap();
+    newer.pragma_update(None, "user_version", 99).unwrap();
+    drop(newer);
+    let err = SqliteStore::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("newer Spindle"), "{err}");
+}
+
+#[tokio::test]
+async fn sqlite_write_failures_are_reported_and_recovered_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let now = SystemTime::now();
+    let first = job();
+    store.insert(&first, &[queued(&first)], now).await.unwrap();
+    store.set_page_limit(1).await.unwrap();
+    let mut refused = None;
+    for _ in 0..200 {
+        let mut big = job();
+        big.spec.args = serde_json::json!({"pad": "x".repeat(8000)});
+        if let Err(e) = store.insert(&big, &[queued(&big)], now).await {
+            refused = Some((e, big.id));
+            break;
+        }
+    }
+    let (error, id) = refused.expect("a full database refuses writes");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(
+        store.get(id).await.unwrap().is_none(),
+        "nothing half-written"
+    );
+    assert!(store.get(first.id).await.unwrap().is_some());
+    store.set_page_limit(1 << 30).await.unwrap();
+    let after = job();
+    assert!(
+        store.insert(&after, &[queued(&after)], now).await.is_ok(),
+        "recovers when space returns"
+    );
+}

@@ -1,0 +1,351 @@
+//! The durable store: one SQLite database (WAL mode, synchronous=FULL) under the data
+//! directory. Writes go through one writer thread with group commit ([`writer`]); reads use
+//! a small pool of read-only connections on tokio's blocking pool, beside the writer.
+//! A write is acknowledged only after its transaction has committed to disk.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{Inserted, ListQuery, Store, StoreError};
+use crate::engine::job::{Event, EventData, Job, JobId, Progress};
+use writer::{Answer, Op, Reply};
+
+pub use schema::SCHEMA_VERSION;
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "spindle.db";
+/// Read-only connections kept for reuse.
+const MAX_IDLE_READERS: usize = 4;
+
+/// Jobs and their logs in a SQLite database.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// Held for the store's life: one process per data directory, or recovery would
+    /// take another process's running jobs for crashed ones.
+    _lock: std::fs::File,
+    requests: Mutex<mpsc::Sender<(Op, Reply)>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `data_dir/spindle.db`, refusing a file that is corrupt,
+    /// not Spindle's, or from a newer schema; starts the writer thread. Blocking: call it
+    /// before serving, or from a blocking task.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Refused(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let lock = lock_dir(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        let conn = schema::open_writer(&path)?;
+        let node = format!("spindle-{}", JobId::new());
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("spindle-db-writer".into())
+            .spawn(move || writer::run(conn, node, rx))
+            .map_err(|e| StoreError::Refused(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            path,
+            _lock: lock,
+            requests: Mutex::new(tx),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Caps the database at `pages` pages (4 KiB each): writes past it fail as on a full
+    /// disk. For tests and emergencies.
+    pub async fn set_page_limit(&self, pages: u64) -> Result<(), StoreError> {
+        self.write(Op::PageLimit(pages)).await.map(drop)
+    }
+
+    async fn write(&self, op: Op) -> Result<Answer, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send((op, reply))
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the database writer has stopped".into(),
+            ))
+        })
+    }
+
+    /// Runs `read` on a pooled read-only connection, on tokio's blocking pool.
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (path, readers) = (self.path.clone(), self.readers.clone());
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => schema::open_reader(&path)?,
+            };
+            let result = read(&conn);
+            let mut idle = readers.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+/// Takes the data directory's lock file, or says who holds it.
+fn lock_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = data_dir.join("spindle.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Refused(format!("cannot open {}: {e}", path.display())))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            StoreError::Refused(format!(
+                "{} is in use by another Spindle process",
+                data_dir.display()
+            ))
+        },
+    )?;
+    Ok(file)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Milliseconds since the Unix epoch.
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// Ids are stored big-endian, so byte order is UUID v7 order, which is creation order.
+fn id_blob(id: JobId) -> Vec<u8> {
+    id.as_u128().to_be_bytes().to_vec()
+}
+
+fn event_kind(data: &EventData) -> &'static str {
+    match data {
+        EventData::State { .. } => "state",
+        EventData::Progress(_) => "progress",
+        EventData::Log(_) => "log",
+        EventData::Finished { .. } => "finished",
+    }
+}
+
+/// The record column: the job without what has columns of its own (seq, progress).
+fn record_json(job: &Job) -> rusqlite::Result<String> {
+    let mut record = job.clone();
+    record.last_seq = 0;
+    record.progress = None;
+    serde_json::to_string(&record).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+fn job_from_row(
+    (record, last_seq, progress): (String, i64, Option<String>),
+) -> Result<Job, StoreError> {
+    let mut job: Job = serde_json::from_str(&record).map_err(unavailable)?;
+    job.last_seq = last_seq as u64;
+    job.progress = progress
+        .map(|p| serde_json::from_str::<Progress>(&p))
+        .transpose()
+        .map_err(unavailable)?;
+    Ok(job)
+}
+
+const JOB_COLUMNS: &str = "record, last_seq, progress";
+
+fn job_rows(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Job>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+    let rows = stmt
+        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(unavailable)?;
+    rows.map(|row| job_from_row(row.map_err(unavailable)?))
+        .collect()
+}
+
+// === impl Store ===
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert(
+        &self,
+        job: &Job,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<Inserted, StoreError> {
+        match self
+            .write(Op::Insert(job.clone(), events.to_vec(), at))
+            .await?
+        {
+            Answer::Inserted(inserted) => Ok(inserted),
+            _ => Err(unavailable("unexpected answer from the writer")),
+        }
+    }
+
+    async fn save(
+        &self,
+        job: &Job,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<u64, StoreError> {
+        match self
+            .write(Op::Save(job.clone(), events.to_vec(), at))
+            .await?
+        {
+            Answer::Seq(seq) => Ok(seq),
+            _ => Err(unavailable("unexpected answer from the writer")),
+        }
+    }
+
+    async fn append(
+        &self,
+        id: JobId,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<u64, StoreError> {
+        match self.write(Op::Append(id, events.to_vec(), at)).await? {
+            Answer::Seq(seq) => Ok(seq),
+            _ => Err(unavailable("unexpected answer from the writer")),
+        }
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.read(move |conn| {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+            let row = conn
+                .prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_row([id_blob(id)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                })
+                .map_err(unavailable)?;
+            row.map(job_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn events_after(
+        &self,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
+        self.read(move |conn| {
+            let blob = id_blob(id);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, at_ms, data FROM events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let after = i64::try_from(after).unwrap_or(i64::MAX);
+            let rows = stmt
+                .query_map(params![blob, after, limit], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                })
+                .map_err(unavailable)?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (seq, at, data) = row.map_err(unavailable)?;
+                let data = serde_json::from_str(&data).map_err(unavailable)?;
+                events.push(Event { seq: seq as u64, at: from_ms(at), data });
+            }
+            if events.is_empty() {
+                let exists = conn
+                    .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
+                    .and_then(|mut s| s.exists([&blob]))
+                    .map_err(unavailable)?;
+                if !exists {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(events))
+        })
+        .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
+                 WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR state = ?2)
+                   AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR queue = ?4)
+                 ORDER BY id DESC"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+            let args = params![
+                query.before.map(id_blob),
+                query.state.map(writer::state_name),
+                query.kind,
+                query.queue,
+            ];
+            let rows = stmt
+                .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(unavailable)?;
+            let mut jobs = Vec::new();
+            for row in rows {
+                let job = job_from_row(row.map_err(unavailable)?)?;
+                if query.matches(&job) {
+                    jobs.push(job);
+                    if jobs.len() >= query.limit {
+                        break;
+                    }
+                }
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
+                 WHERE state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY id"
+            );
+            job_rows(conn, &sql, [])
+        })
+        .await
+    }
+
+    async fn purge(&self, now: SystemTime) -> Result<usize, StoreError> {
+        match self.write(Op::Purge(now)).await? {
+            Answer::Count(n) => Ok(n),
+            _ => Err(unavailable("unexpected answer from the writer")),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Opening a Spindle database safely: a file that is corrupt, belongs to something else, or
+//! comes from a newer Spindle is refused with a clear message and never touched; an older
+//! schema is migrated step by step, each step in its own transaction.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::store::StoreError;
+
+/// "SPND": marks a SQLite file as a Spindle database (`PRAGMA application_id`).
+pub const APPLICATION_ID: i32 = 0x5350_4E44;
+/// The schema this build reads and writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // v0 -> v1: jobs (the record as JSON, plus the columns queries filter on, and the lease
+    // a node holds while it runs the job) and their event logs.
+    r#"
+    CREATE TABLE jobs (
+        id               BLOB PRIMARY KEY,
+        state            TEXT NOT NULL,
+        kind             TEXT NOT NULL,
+        queue            TEXT NOT NULL,
+        idempotency_key  TEXT UNIQUE,
+        expires_at_ms    INTEGER,
+        lease_owner      TEXT,
+        lease_token      INTEGER NOT NULL DEFAULT 0,
+        last_seq         INTEGER NOT NULL,
+        progress         TEXT,
+        record           TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX jobs_unfinished ON jobs(state)
+        WHERE state NOT IN ('succeeded', 'failed', 'cancelled');
+    CREATE INDEX jobs_expiry ON jobs(expires_at_ms) WHERE expires_at_ms IS NOT NULL;
+    CREATE TABLE events (
+        job_id  BLOB NOT NULL,
+        seq     INTEGER NOT NULL,
+        at_ms   INTEGER NOT NULL,
+        kind    TEXT NOT NULL,
+        data    TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+fn refuse(path: &Path, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Refused(format!("{}: {why}", path.display()))
+}
+
+/// Opens (creating if needed) the database for writing, checks that it is a healthy
+/// Spindle database of a known schema version, migrates it, and sets the pragmas that make
+/// commits durable (WAL, synchronous=FULL).
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|e| refuse(path, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| refuse(path, e))?;
+    let (app_id, version) = identify(&conn).map_err(|e| {
+        refuse(
+            path,
+            format!("not a readable SQLite database ({e}); refusing to touch it"),
+        )
+    })?;
+    let empty = table_count(&conn).map_err(|e| refuse(path, e))? == 0;
+    if app_id != APPLICATION_ID && !(app_id == 0 && empty) {
+        return Err(refuse(path, "not a Spindle database; refusing to touch it"));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(refuse(
+            path,
+            format!(
+                "written by a newer Spindle (schema v{version}); this build knows up to v{SCHEMA_VERSION}"
+            ),
+        ));
+    }
+    check_integrity(&conn).map_err(|why| refuse(path, why))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| refuse(path, e))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| refuse(path, e))?;
+    migrate(&conn, version).map_err(|e| refuse(path, format!("migration failed: {e}")))?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection to a database the writer has already checked.
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| refuse(path, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| refuse(path, e))?;
+    Ok(conn)
+}
+
+fn identify(conn: &Connection) -> rusqlite::Result<(i32, i32)> {
+    let app_id = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    Ok((app_id, version))
+}
+
+fn table_count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+}
+
+fn check_integrity(conn: &Connection) -> Result<(), String> {
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| format!("integrity check failed: {e}"))?;
+    if verdict == "ok" {
+        Ok(())
+    } else {
+        Err(format!(
+            "the database is corrupt ({verdict}); refusing to start"
+        ))
+    }
+}
+
+fn migrate(conn: &Connection, from: i32) -> rusqlite::Result<()> {
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
+        let next = version as i32 + 1;
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", next)?;
+        tx.commit()?;
+        tracing::info!(version = next, "database schema migrated");
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! The writer thread: the one owner of the write connection. Requests arrive on a channel;
+//! the thread takes whatever is waiting (up to [`MAX_BATCH`]), applies it in one
+//! transaction with a savepoint per request, commits once (one fsync), and only then
+//! answers each request. Idle, a lone request commits at once; under load, hundreds share a
+//! commit. No database work ever runs on a tokio worker thread.
+
+use std::sync::mpsc;
+use std::time::SystemTime;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{event_kind, id_blob, ms};
+use crate::engine::job::{EventData, Job, JobId, JobState};
+use crate::store::{Inserted, StoreError};
+
+/// The most requests one transaction carries.
+pub const MAX_BATCH: usize = 2048;
+
+/// A write request.
+pub enum Op {
+    Insert(Job, Vec<EventData>, SystemTime),
+    Save(Job, Vec<EventData>, SystemTime),
+    Append(JobId, Vec<EventData>, SystemTime),
+    Purge(SystemTime),
+    /// Caps the database size (`PRAGMA max_page_count`); for tests of a full disk.
+    PageLimit(u64),
+}
+
+/// What a write request produced.
+pub enum Answer {
+    Inserted(Inserted),
+    Seq(u64),
+    Count(usize),
+}
+
+pub type Reply = oneshot::Sender<Result<Answer, StoreError>>;
+
+/// Runs until every sender is gone.
+pub fn run(conn: Connection, node: String, requests: mpsc::Receiver<(Op, Reply)>) {
+    let writer = Writer { conn, node };
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        writer.commit(batch);
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    /// This process's lease owner name.
+    node: String,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl Writer {
+    fn commit(&self, batch: Vec<(Op, Reply)>) {
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            return answer_all(batch, &unavailable(e));
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (op, reply) in batch {
+            let outcome = self.in_savepoint(&op);
+            outcomes.push((outcome, reply));
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            tracing::error!(error = %e, "commit failed; nothing in this batch was stored");
+            let e = unavailable(e);
+            for (_, reply) in outcomes {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        for (outcome, reply) in outcomes {
+            // The requester may have gone (its client hung up); the write stands anyway.
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Applies one request; on failure its writes are undone and the others stand.
+    fn in_savepoint(&self, op: &Op) -> Result<Answer, StoreError> {
+        self.conn
+            .execute_batch("SAVEPOINT op")
+            .map_err(unavailable)?;
+        let outcome = self.apply(op);
+        let end = if outcome.is_ok() {
+            "RELEASE op"
+        } else {
+            "ROLLBACK TO op; RELEASE op"
+        };
+        self.conn.execute_batch(end).map_err(unavailable)?;
+        outcome
+    }
+
+    fn apply(&self, op: &Op) -> Result<Answer, StoreError> {
+        match op {
+            Op::Insert(job, events, at) => self.insert(job, events, *at).map(Answer::Inserted),
+            Op::Save(job, events, at) => self.save(job, events, *at).map(Answer::Seq),
+            Op::Append(id, events, at) => self.append(*id, events, *at).map(Answer::Seq),
+            Op::Purge(now) => self.purge(*now).map(Answer::Count),
+            Op::PageLimit(pages) => {
+                let pages = i64::try_from(*pages).unwrap_or(i64::MAX);
+                self.conn
+                    .pragma_update(None, "max_page_count", pages)
+                    .map_err(unavailable)?;
+                Ok(Answer::Count(0))
+            }
+        }
+    }
+
+    fn insert(
+        &self,
+        job: &Job,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<Inserted, StoreError> {
+        if let Some(key) = &job.spec.idempotency_key {
+            let existing: Option<(String, i64, Option<String>)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT record, last_seq, progress FROM jobs WHERE idempotency_key = ?1",
+                )
+                .and_then(|mut s| {
+                    s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                })
+                .map_err(unavailable)?;
+            if let Some(row) = existing {
+                return Ok(Inserted::Existing(Box::new(super::job_from_row(row)?)));
+            }
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO jobs (id, state, kind, queue, idempotency_key, expires_at_ms, last_seq, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id_blob(job.id),
+                    state_name(job.state),
+                    job.spec.kind,
+                    job.spec.queue,
+                    job.spec.idempotency_key,
+                    job.expires_at.map(ms),
+                    super::record_json(job)?,
+                ])
+            })
+            .map_err(unavailable)?;
+        self.append(job.id, events, at).map(Inserted::Created)
+    }
+
+    fn save(&self, job: &Job, events: &[EventData], at: SystemTime) -> Result<u64, StoreError> {
+        let running = job.state == JobState::Running;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE jobs SET
+                    lease_token = lease_token + (CASE WHEN ?2 = 'running' AND state <> 'running' THEN 1 ELSE 0 END),
+                    lease_owner = ?3,
+                    state = ?2,
+                    expires_at_ms = ?4,
+                    record = ?5,
+                    progress = COALESCE(?6, progress)
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id_blob(job.id),
+                    state_name(job.state),
+                    running.then_some(&self.node),
+                    job.expires_at.map(ms),
+                    super::record_json(job)?,
+                    job.progress.as_ref().map(serde_json::to_string).transpose().map_err(to_sql_err)?,
+                ])
+            })
+            .map_err(unavailable)?;
+        if changed == 0 {
+            return Err(StoreError::UnknownJob(job.id));
+        }
+        self.append(job.id, events, at)
+    }
+
+    /// Appends events, coalescing a progress event that follows another progress event.
+    fn append(&self, id: JobId, events: &[EventData], at: SystemTime) -> Result<u64, StoreError> {
+        let blob = id_blob(id);
+        let last: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT last_seq FROM jobs WHERE id = ?1")
+            .and_then(|mut s| s.query_row([&blob], |r| r.get(0)).optional())
+            .map_err(unavailable)?;
+        let mut seq = last.ok_or(StoreError::UnknownJob(id))?;
+        for data in events {
+            if let EventData::Progress(progress) = data {
+                self.replace_progress(&blob, seq, progress)?;
+            }
+            seq += 1;
+            let json = serde_json::to_string(data).map_err(unavailable)?;
+            self.conn
+                .prepare_cached("INSERT INTO events (job_id, seq, at_ms, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .and_then(|mut s| s.execute(params![blob, seq, ms(at), event_kind(data), json]))
+                .map_err(unavailable)?;
+        }
+        if !events.is_empty() {
+            self.conn
+                .prepare_cached("UPDATE jobs SET last_seq = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![blob, seq]))
+                .map_err(unavailable)?;
+        }
+        Ok(seq as u64)
+    }
+
+    /// Makes `progress` the job's latest and drops the log's last event if it was progress.
+    fn replace_progress(
+        &self,
+        blob: &[u8],
+        last_seq: i64,
+        progress: &crate::engine::job::Progress,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(progress).map_err(unavailable)?;
+        self.conn
+            .prepare_cached("UPDATE jobs SET progress = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![blob, json]))
+            .map_err(unavailable)?;
+        self.conn
+            .prepare_cached(
+                "DELETE FROM events WHERE job_id = ?1 AND seq = ?2 AND kind = 'progress'",
+            )
+            .and_then(|mut s| s.execute(params![blob, last_seq]))
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn purge(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let expired = "SELECT id FROM jobs WHERE expires_at_ms <= ?1
+                       AND state IN ('succeeded', 'failed', 'cancelled')";
+        self.conn
+            .execute(
+                &format!("DELETE FROM events WHERE job_id IN ({expired})"),
+                [ms(now)],
+            )
+            .map_err(unavailable)?;
+        self.conn
+            .execute(
+                &format!("DELETE FROM jobs WHERE id IN ({expired})"),
+                [ms(now)],
+            )
+            .map_err(unavailable)
+    }
+}
+
+fn answer_all(batch: Vec<(Op, Reply)>, error: &StoreError) {
+    for (_, reply) in batch {
+        let _ = reply.send(Err(error.clone()));
+    }
+}
+
+fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+/// The state as stored in the `state` column.
+pub fn state_name(state: JobState) -> &'static str {
+    match state {
+        JobState::Scheduled => "scheduled",
+        JobState::Queued => "queued",
+        JobState::Running => "running",
+        JobState::RetryWait => "retry_wait",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
+    }
+}

@@ -1,0 +1,71 @@
+//! Running the real `spindle` binary: start it on an ephemeral port (the address comes from
+//! its own log line), signal it, wait for it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `spindle` process.
+pub struct Process {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Process {
+    /// Starts `spindle [args]` with its data and files under `dir`.
+    pub fn start(dir: &Path, args: &[&str]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+            .args(args)
+            .env("SPINDLE_ADDR", "127.0.0.1:0")
+            .env("SPINDLE_FILES_DIR", dir.join("files"))
+            .env("SPINDLE_DATA_DIR", dir.join("data"))
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn spindle");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("spindle exited before serving")
+                .expect("read stderr");
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest.split_whitespace().next().expect("address").to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Process { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("kill");
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// Waits for the process to exit, killing it after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("spindle did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

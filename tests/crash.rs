@@ -56,7 +56,7 @@ fn mixed_request(i: usize) -> pb::SubmitRequest {
         1 => request("demo.cpu", json!({"rounds": 5_000 + (i % 7) * 5_000})),
         _ => request(
             "file.checksum",
-            json!({"path": "data.bin", "algorithm": if i % 2 == 0 { "sha256" } else { "blake3" }}),
+            json!({"path": "data.bin", "algorithm": if i.is_multiple_of(2) { "sha256" } else { "blake3" }}),
         ),
     }
 }

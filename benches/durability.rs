@@ -124,6 +124,7 @@ async fn recover(dir: &std::path::Path) -> (f64, f64) {
         "recovered {io} queued + {running} running"
     );
     engine.shutdown(Duration::ZERO).await;
+    drop(engine);
     (opened, recovered)
 }
 

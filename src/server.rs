@@ -86,10 +86,19 @@ pub enum ServeError {
 }
 
 /// A Spindle server: built-in kinds plus any the caller adds.
-#[derive(Debug)]
 pub struct Spindle {
     config: ServeConfig,
     extra_kinds: Vec<JobKind>,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl std::fmt::Debug for Spindle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spindle")
+            .field("config", &self.config)
+            .field("extra_kinds", &self.extra_kinds)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Spindle {
@@ -97,7 +106,14 @@ impl Spindle {
         Spindle {
             config,
             extra_kinds: Vec::new(),
+            store: None,
         }
+    }
+
+    /// Uses this store instead of opening the one the config names.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Adds a job kind (replacing a built-in of the same name).
@@ -127,7 +143,10 @@ impl Spindle {
         for kind in self.extra_kinds {
             registry.register(kind);
         }
-        let store = open_store(&self.config.store).await?;
+        let store = match self.store {
+            Some(store) => store,
+            None => open_store(&self.config.store).await?,
+        };
         let engine = Engine::start(&self.config.engine, registry, store).await?;
         Ok(Prepared {
             listener,

@@ -97,6 +97,8 @@ struct Shared {
     /// Cancelled when shutdown ends: open watch streams end.
     closed: CancellationToken,
     running_tasks: TaskTracker,
+    /// Dispatchers, scheduler, purger: they end when `stopping` is cancelled.
+    background: TaskTracker,
     watchers: AtomicUsize,
 }
 
@@ -152,17 +154,20 @@ impl Engine {
             stopping: CancellationToken::new(),
             closed: CancellationToken::new(),
             running_tasks: TaskTracker::new(),
+            background: TaskTracker::new(),
             watchers: AtomicUsize::new(0),
         };
         let engine = Engine {
             shared: Arc::new(shared),
         };
         engine.recover().await?;
+        let background = &engine.shared.background;
         for pool in [Pool::Io, Pool::Cpu] {
-            tokio::spawn(engine.clone().dispatch(pool));
+            background.spawn(engine.clone().dispatch(pool));
         }
-        tokio::spawn(engine.clone().schedule_loop());
-        tokio::spawn(engine.clone().purge_loop());
+        background.spawn(engine.clone().schedule_loop());
+        background.spawn(engine.clone().purge_loop());
+        background.close();
         Ok(engine)
     }
 
@@ -303,7 +308,8 @@ impl Engine {
 
     /// Stops taking work, lets running jobs finish within `grace`, then stops the rest and
     /// puts them back to QUEUED without counting the attempt; waits for them (up to `grace`
-    /// again: CPU handlers stop only at their next check), then ends open watch streams.
+    /// again: CPU handlers stop only at their next check), then ends open watch streams and
+    /// closes the store.
     pub async fn shutdown(&self, grace: Duration) {
         self.shared.stopping.cancel();
         self.shared.running_tasks.close();
@@ -330,7 +336,9 @@ impl Engine {
                 tracing::warn!("some CPU jobs did not stop; leaving them behind");
             }
         }
+        self.shared.background.wait().await;
         self.shared.closed.cancel();
+        self.shared.store.close().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -3,6 +3,7 @@
 //! ended. One driver task per running job; it is the only writer of that job meanwhile.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -86,17 +87,36 @@ async fn drive_attempt(engine: &Engine, mut job: Job, control: &RunControl) {
         ))),
     };
     let stop = control.reason();
-    let concluded = match settle(&job, outcome, stop) {
-        Ok(value) => {
-            job.state = JobState::Succeeded;
-            job.result = Some(value);
-            engine.finish(&mut job).await
+    let settled = settle(&job, outcome, stop);
+    // The outcome must reach the store, or the job would stay RUNNING until a restart:
+    // keep trying while storage is unavailable (a full disk), for as long as the engine
+    // runs. Each try starts from the same pre-outcome record.
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let mut attempt_job = job.clone();
+        let concluded = match settled.clone() {
+            Ok(value) => {
+                attempt_job.state = JobState::Succeeded;
+                attempt_job.result = Some(value);
+                engine.finish(&mut attempt_job).await
+            }
+            Err(failure) => conclude_failure(engine, &mut attempt_job, failure, stop).await,
+        };
+        match concluded {
+            Ok(()) => {
+                tracing::debug!(state = ?attempt_job.state, "attempt over");
+                return;
+            }
+            Err(e) if engine.shared.stopping.is_cancelled() => {
+                tracing::error!(error = %e, "could not record the attempt's outcome before shutdown; recovery will retry the job");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?delay, "could not record the attempt's outcome; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
         }
-        Err(failure) => conclude_failure(engine, &mut job, failure, stop).await,
-    };
-    tracing::debug!(state = ?job.state, "attempt over");
-    if let Err(e) = concluded {
-        tracing::error!(error = %e, "could not record the attempt's outcome");
     }
 }
 

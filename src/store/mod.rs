@@ -123,4 +123,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes finished jobs (and their logs and idempotency keys) whose `expires_at` has
     /// passed. Returns how many went.
     async fn purge(&self, now: SystemTime) -> Result<usize, StoreError>;
+
+    /// Finishes pending writes and releases the storage (files, locks); later calls fail
+    /// with `Unavailable`. The engine calls it last thing at shutdown.
+    async fn close(&self) {}
 }

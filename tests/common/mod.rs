@@ -79,6 +79,38 @@ impl TestServer {
         }
     }
 
+    /// Stops the server gracefully and starts a new one on the same data and files
+    /// directories, as a restart would.
+    pub async fn restart(
+        mut self,
+        configure: impl FnOnce(&mut ServeConfig),
+        kinds: impl FnOnce(Spindle) -> Spindle,
+    ) -> Self {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task
+            .take()
+            .expect("task")
+            .await
+            .expect("join")
+            .expect("clean stop");
+        let (files, data) = (self.files, self.data);
+        let (files_dir, data_dir) = (files.path().to_path_buf(), data.path().to_path_buf());
+        let mut next = Self::start_with(
+            move |c| {
+                c.files_dir = files_dir;
+                c.store = StoreConfig::Sqlite { data_dir };
+                configure(c);
+            },
+            kinds,
+        )
+        .await;
+        next.files = files;
+        next.data = data;
+        next
+    }
+
     /// A fresh client (its own connection).
     pub async fn client(&self) -> Client {
         connect(self.addr).await

@@ -28,10 +28,12 @@ const MAX_IDLE_READERS: usize = 4;
 /// Jobs and their logs in a SQLite database.
 pub struct SqliteStore {
     path: PathBuf,
-    /// Held for the store's life: one process per data directory, or recovery would
-    /// take another process's running jobs for crashed ones.
-    _lock: std::fs::File,
-    requests: Mutex<mpsc::Sender<(Op, Reply)>>,
+    /// Held until close: one process per data directory, or recovery would take another
+    /// process's running jobs for crashed ones.
+    lock: Mutex<Option<std::fs::File>>,
+    /// `None` once closed.
+    requests: Mutex<Option<mpsc::Sender<(Op, Reply)>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
 }
 
@@ -56,14 +58,15 @@ impl SqliteStore {
         let conn = schema::open_writer(&path)?;
         let node = format!("spindle-{}", JobId::new());
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("spindle-db-writer".into())
             .spawn(move || writer::run(conn, node, rx))
             .map_err(|e| StoreError::Refused(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             path,
-            _lock: lock,
-            requests: Mutex::new(tx),
+            lock: Mutex::new(Some(lock)),
+            requests: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
@@ -76,11 +79,14 @@ impl SqliteStore {
 
     async fn write(&self, op: Op) -> Result<Answer, StoreError> {
         let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Unavailable("the database is closed".into());
         self.requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .ok_or_else(stopped)?
             .send((op, reply))
-            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+            .map_err(|_| stopped())?;
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(
                 "the database writer has stopped".into(),
@@ -347,5 +353,23 @@ impl Store for SqliteStore {
             Answer::Count(n) => Ok(n),
             _ => Err(unavailable("unexpected answer from the writer")),
         }
+    }
+
+    async fn close(&self) {
+        // Dropping the sender lets the writer finish what is queued and exit, closing the
+        // write connection (which checkpoints the WAL).
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }

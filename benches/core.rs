@@ -15,7 +15,7 @@ use spindle::api::convert::json_to_struct;
 use spindle::engine::Engine;
 use spindle::pb;
 use spindle::pb::job_service_client::JobServiceClient;
-use spindle::server::{ServeConfig, Spindle};
+use spindle::server::{ServeConfig, Spindle, StoreConfig};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -28,10 +28,18 @@ struct Bench {
     _files: tempfile::TempDir,
 }
 
-async fn start(cpu_threads: usize, cpu_nice: i32) -> Bench {
+async fn start(cpu_threads: usize, cpu_nice: i32, durable: bool) -> Bench {
     let files = tempfile::tempdir().unwrap();
+    let store = if durable {
+        StoreConfig::Sqlite {
+            data_dir: files.path().join("data"),
+        }
+    } else {
+        StoreConfig::Memory
+    };
     let mut config = ServeConfig {
-        files_dir: files.path().to_path_buf(),
+        store,
+        files_dir: files.path().join("files"),
         ..ServeConfig::default()
     };
     config.engine.cpu_threads = cpu_threads;
@@ -145,7 +153,7 @@ async fn saturate(bench: &Bench, c: &mut Client, cores: usize) -> Vec<String> {
 
 /// Idle and saturated GetStatus latency, alternating, `runs` times each.
 async fn isolation(cores: usize, nice: i32, runs: usize) {
-    let bench = start(cores, nice).await;
+    let bench = start(cores, nice, false).await;
     let mut c = client(bench.addr).await;
     let probe = c
         .submit(request("demo.sleep", json!({"seconds": 0})))
@@ -193,11 +201,18 @@ async fn main() {
         .build()
         .unwrap();
     println!(
-        "| 10k demo.cpu jobs | rounds/job | spindle (gRPC) | bare rayon loop | overhead/job |"
+        "| 10k demo.cpu jobs, store | rounds/job | spindle (gRPC) | bare rayon loop | overhead/job |"
     );
     println!("| --- | ---: | ---: | ---: | ---: |");
-    for rounds in [0u64, 1_000, 10_000] {
-        let bench = start(cores, 10).await;
+    let cases = [
+        ("memory", 0u64),
+        ("memory", 1_000),
+        ("memory", 10_000),
+        ("sqlite", 0),
+        ("sqlite", 10_000),
+    ];
+    for (store, rounds) in cases {
+        let bench = start(cores, 10, store == "sqlite").await;
         let mut spindle_ms = Vec::new();
         let mut bare_ms = Vec::new();
         for _ in 0..runs {
@@ -206,7 +221,7 @@ async fn main() {
         }
         let (s, b) = (median(spindle_ms), median(bare_ms));
         println!(
-            "| burst | {rounds} | {s:.0} ms ({:.0} jobs/s) | {b:.1} ms | {:.1} µs |",
+            "| {store} | {rounds} | {s:.0} ms ({:.0} jobs/s) | {b:.1} ms | {:.1} µs |",
             jobs as f64 / s * 1e3,
             (s - b) * 1e3 / jobs as f64
         );

@@ -67,3 +67,30 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     assert!(stderr.contains("in use by another Spindle"), "{stderr}");
     first.kill();
 }
+
+#[test]
+fn a_corrupt_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = data.join("spindle.db");
+    let garbage = b"definitely not a database, but precious to someone".repeat(100);
+    std::fs::write(&db, &garbage).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .env("SPINDLE_ADDR", "127.0.0.1:0")
+        .env("SPINDLE_DATA_DIR", &data)
+        .env("SPINDLE_FILES_DIR", dir.path().join("files"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spindle.db") && stderr.contains("refusing"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        garbage,
+        "never wiped or recreated"
+    );
+}

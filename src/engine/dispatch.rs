@@ -62,7 +62,7 @@ impl Engine {
         let engine = self.clone();
         self.shared.running_tasks.spawn(async move {
             let (id, queue) = (job.id, job.spec.queue.clone());
-            run::drive(&engine, job, &control).await;
+            run::drive(&engine, job, &control, permit).await;
             {
                 let mut state = engine.lock();
                 state.running.remove(&id);
@@ -73,7 +73,6 @@ impl Engine {
                     }
                 }
             }
-            drop(permit);
             // A queue slot came free: jobs of that queue may now run in either pool.
             for slots in &engine.shared.pools {
                 slots.wake.notify_one();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -56,13 +57,27 @@ impl RunControl {
     }
 }
 
-/// Runs one attempt of `job` to its end and records the outcome.
-pub(crate) async fn drive(engine: &Engine, job: Job, control: &RunControl) {
+/// Runs one attempt of `job` to its end and records the outcome. `slot` is the job's pool
+/// slot: it is given back as soon as the handler returns, so the pool does not sit idle
+/// while the outcome is being committed.
+pub(crate) async fn drive(
+    engine: &Engine,
+    job: Job,
+    control: &RunControl,
+    slot: OwnedSemaphorePermit,
+) {
     let span = tracing::info_span!("job", id = %job.id, kind = %job.spec.kind);
-    drive_attempt(engine, job, control).instrument(span).await
+    drive_attempt(engine, job, control, slot)
+        .instrument(span)
+        .await
 }
 
-async fn drive_attempt(engine: &Engine, mut job: Job, control: &RunControl) {
+async fn drive_attempt(
+    engine: &Engine,
+    mut job: Job,
+    control: &RunControl,
+    slot: OwnedSemaphorePermit,
+) {
     job.state = JobState::Running;
     job.attempt += 1;
     job.started_at = Some(engine.now());
@@ -86,6 +101,7 @@ async fn drive_attempt(engine: &Engine, mut job: Job, control: &RunControl) {
             "job kind is no longer registered",
         ))),
     };
+    drop(slot);
     let stop = control.reason();
     let settled = settle(&job, outcome, stop);
     // The outcome must reach the store, or the job would stay RUNNING until a restart:

@@ -82,10 +82,17 @@ async fn drive_attempt(
     job.attempt += 1;
     job.started_at = Some(engine.now());
     job.run_at = None;
-    if let Err(e) = engine.record_state(&mut job).await {
-        tracing::error!(error = %e, "could not record the job as running");
-    }
     tracing::debug!(attempt = job.attempt, "started");
+    // The handler starts while RUNNING is being committed, so the pool slot does not sit
+    // idle for an fsync; reports are held back until that write is done, which keeps the
+    // job's log in order. A crash before the commit leaves the job QUEUED: it runs again,
+    // as at-least-once allows.
+    let mut running = job.clone();
+    let record_running = async move {
+        if let Err(e) = engine.record_state(&mut running).await {
+            tracing::error!(error = %e, "could not record the job as running");
+        }
+    };
     let outcome = match engine.shared.registry.get(&job.spec.kind).cloned() {
         Some(kind) => {
             let ctx = JobContext::new(
@@ -95,18 +102,29 @@ async fn drive_attempt(
                 control.token.clone(),
             );
             let run = engine.shared.executor.run(kind.handler(), ctx.clone());
-            supervise(engine, &job, &ctx, control, run).await
+            supervise(engine, &job, &ctx, control, run, record_running).await
         }
-        None => RunOutcome::Returned(Err(HandlerError::permanent(
-            "job kind is no longer registered",
-        ))),
+        None => {
+            record_running.await;
+            RunOutcome::Returned(Err(HandlerError::permanent(
+                "job kind is no longer registered",
+            )))
+        }
     };
     drop(slot);
     let stop = control.reason();
-    let settled = settle(&job, outcome, stop);
-    // The outcome must reach the store, or the job would stay RUNNING until a restart:
-    // keep trying while storage is unavailable (a full disk), for as long as the engine
-    // runs. Each try starts from the same pre-outcome record.
+    record_outcome(engine, &job, settle(&job, outcome, stop), stop).await;
+}
+
+/// Stores the attempt's outcome. It must reach the store, or the job would stay RUNNING
+/// until a restart: keep trying while storage is unavailable (a full disk), for as long as
+/// the engine runs. Each try starts from the same pre-outcome record.
+async fn record_outcome(
+    engine: &Engine,
+    job: &Job,
+    settled: Result<Value, Failure>,
+    stop: Option<StopReason>,
+) {
     let mut delay = Duration::from_millis(50);
     loop {
         let mut attempt_job = job.clone();
@@ -187,15 +205,19 @@ fn spread(id: JobId, attempt: u32) -> f64 {
 }
 
 /// Waits for the handler while writing its reports (at most one write per progress
-/// interval, the first one at once) and stopping it when its timeout passes.
+/// interval, the first one at once, none before `first_write` is done) and stopping it
+/// when its timeout passes.
 async fn supervise(
     engine: &Engine,
     job: &Job,
     ctx: &JobContext,
     control: &RunControl,
     run: impl Future<Output = RunOutcome>,
+    first_write: impl Future<Output = ()>,
 ) -> RunOutcome {
     tokio::pin!(run);
+    tokio::pin!(first_write);
+    let mut written = false;
     let interval = engine.shared.config.progress_interval;
     let deadline = job.spec.timeout.map(|t| Instant::now() + t);
     let mut flush_at: Option<Instant> = None;
@@ -204,7 +226,8 @@ async fn supervise(
     let outcome = loop {
         tokio::select! {
             outcome = &mut run => break outcome,
-            _ = ctx.reported(), if flush_at.is_none() => {
+            () = &mut first_write, if !written => written = true,
+            _ = ctx.reported(), if flush_at.is_none() && written => {
                 flush_at = Some(next_allowed.max(Instant::now()));
             }
             _ = sleep_until(flush_at.unwrap_or(next_allowed)), if flush_at.is_some() => {
@@ -219,6 +242,9 @@ async fn supervise(
             }
         }
     };
+    if !written {
+        first_write.await;
+    }
     flush(engine, job, ctx).await;
     outcome
 }

@@ -3,18 +3,32 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use spindle::cli::client::exit;
 use spindle::cli::{Cli, Command, ServeArgs};
 use spindle::server::Spindle;
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    spindle::telemetry::init();
-    let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        None => ServeArgs::default(),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are not errors; bad flags exit 64 (EX_USAGE), keeping 1 and 2
+            // for a watched job's failure and cancellation.
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
     };
+    let args = match cli.command {
+        Some(Command::Serve(ref args)) => args.clone(),
+        None => ServeArgs::default(),
+        Some(_) => return ExitCode::from(spindle::cli::run_client(cli).await),
+    };
+    spindle::telemetry::init();
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -48,7 +48,7 @@ fn bad_flags_exit_with_usage_error() {
         .args(["serve", "--cpu-threads", "0"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cpu-threads"));
 }
 

@@ -269,7 +269,7 @@ pub fn struct_to_json(
         .collect()
 }
 
-fn value_to_json(v: prost_types::Value, field: &str) -> Result<Json, FieldViolation> {
+pub fn value_to_json(v: prost_types::Value, field: &str) -> Result<Json, FieldViolation> {
     Ok(match v.kind {
         None | Some(Kind::NullValue(_)) => Json::Null,
         Some(Kind::BoolValue(b)) => Json::Bool(b),

@@ -21,6 +21,7 @@ impl Process {
             .env("SPINDLE_FILES_DIR", dir.join("files"))
             .env("SPINDLE_DATA_DIR", dir.join("data"))
             .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn spindle");
@@ -49,9 +50,8 @@ impl Process {
     }
 
     /// SIGKILL, and reap.
-    pub fn kill(mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
+    pub fn kill(self) {
+        // Drop does it.
     }
 
     /// Waits for the process to exit, killing it after `limit`.
@@ -67,5 +67,13 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl Drop for Process {
+    /// A test never leaves a server behind, whatever happened: SIGKILL and reap.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

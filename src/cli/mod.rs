@@ -1,5 +1,11 @@
-//! The command line: `spindle [serve]` with its flags, each also read from an environment
-//! variable. Running with no subcommand serves, so `cargo run --release` starts the service.
+//! The command line: `spindle serve` (the default with no subcommand, so `cargo run
+//! --release` starts the service) and the client subcommands (submit, watch, status,
+//! cancel, jobs, kinds). Every flag of serve is also read from an environment variable;
+//! `--server` and `--json` go before or after the subcommand.
+
+pub mod client;
+mod render;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,10 +16,21 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::EngineConfig;
 use crate::server::{ServeConfig, StoreConfig};
 
-/// Spindle: a gRPC job-scheduling service.
+/// Spindle: a gRPC job-scheduling service, and its command-line client.
 #[derive(Debug, Parser)]
 #[command(name = "spindle", version, about)]
 pub struct Cli {
+    /// The server the client commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "SPINDLE_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// Print JSON instead of text (one object per line for lists and watch events).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -23,6 +40,152 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
+    /// Submit a job and print its id.
+    Submit(SubmitArgs),
+    /// Follow a job to its end: a progress bar on a terminal, lines otherwise. Exits 0 if it
+    /// succeeded, 1 if it failed, 2 if it was cancelled.
+    Watch(IdArgs),
+    /// Show a job.
+    Status(StatusArgs),
+    /// Cancel a job.
+    Cancel(IdArgs),
+    /// List jobs, newest first.
+    Jobs(JobsArgs),
+    /// List the job kinds the server runs, with their arguments.
+    Kinds,
+}
+
+/// Flags of `spindle submit`.
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    /// The job kind (see `spindle kinds`).
+    pub kind: String,
+    /// One argument as KEY=VALUE; VALUE is read as JSON if it parses, else as a string.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub arg: Vec<String>,
+    /// All arguments as one JSON object (--arg values are added on top).
+    #[arg(long, value_name = "JSON")]
+    pub args: Option<String>,
+    /// The queue (default "default").
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Run no earlier than this from now, e.g. 30s, 5m.
+    #[arg(long, value_parser = parse_duration)]
+    pub delay: Option<Duration>,
+    /// Fail an attempt that runs longer than this.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Attempts in all (1 = no retry); default: the kind's policy.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Return the existing job if one was submitted with this key.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Follow the job like `spindle watch` (and exit like it).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// A job id.
+#[derive(Debug, Clone, Args)]
+pub struct IdArgs {
+    /// The job id.
+    pub id: String,
+}
+
+/// Flags of `spindle status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The job id.
+    pub id: String,
+    /// Wait up to this long for the job to finish, e.g. 30s.
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+/// Flags of `spindle jobs`.
+#[derive(Debug, Clone, Args)]
+pub struct JobsArgs {
+    /// Only jobs in this state (queued, running, succeeded, failed, cancelled, scheduled,
+    /// retry_wait).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only jobs of this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only jobs in this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// How many, newest first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+}
+
+/// Runs a client subcommand; returns the process exit code.
+pub async fn run_client(cli: Cli) -> u8 {
+    let json = cli.json;
+    match client_command(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            if json {
+                println!("{}", e.to_json());
+            } else {
+                eprintln!("spindle: {e}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
+async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
+    let Some(command) = cli.command else {
+        return Ok(client::exit::OK);
+    };
+    let (server, json) = (cli.server.as_str(), cli.json);
+    let mut c = client::connect(server).await?;
+    match command {
+        Command::Serve(_) => {}
+        Command::Submit(args) => {
+            let job = client::submit(&mut c, server, &args).await?;
+            if json {
+                println!("{}", render::job_json(&job));
+            } else if !args.watch {
+                println!("{}", job.id);
+            }
+            if args.watch {
+                return watch::watch(&mut c, server, &job.id, json).await;
+            }
+        }
+        Command::Watch(args) => return watch::watch(&mut c, server, &args.id, json).await,
+        Command::Status(args) => {
+            client::print_job(&client::status(&mut c, server, &args).await?, json)
+        }
+        Command::Cancel(args) => {
+            client::print_job(&client::cancel(&mut c, server, &args.id).await?, json)
+        }
+        Command::Jobs(args) => {
+            let jobs = client::jobs(&mut c, server, &args).await?;
+            if json {
+                jobs.iter()
+                    .for_each(|j| println!("{}", render::job_json(j)));
+            } else {
+                println!("{}", render::jobs_table(&jobs));
+            }
+        }
+        Command::Kinds => {
+            for kind in client::kinds(&mut c, server).await? {
+                if json {
+                    println!("{}", render::kind_json(&kind));
+                } else {
+                    println!("{}\n", render::kind_text(&kind));
+                }
+            }
+        }
+    }
+    Ok(client::exit::OK)
 }
 
 /// Flags of `spindle serve`.
@@ -154,6 +317,15 @@ mod tests {
         assert_eq!(parse_queue_limit("mail=4"), Ok(("mail".to_string(), 4)));
         assert!(parse_queue_limit("mail").is_err());
         assert!(parse_queue_limit("mail=0").is_err());
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_subcommand() {
+        let before = Cli::parse_from(["spindle", "--server", "http://h:1", "--json", "kinds"]);
+        let after = Cli::parse_from(["spindle", "kinds", "--server", "http://h:1", "--json"]);
+        for cli in [before, after] {
+            assert_eq!((cli.server.as_str(), cli.json), ("http://h:1", true));
+        }
     }
 
     #[test]

@@ -1,0 +1,266 @@
+//! The client subcommands: submit, status, cancel, jobs, kinds (and the connection and
+//! error handling they share). `watch` lives in [`super::watch`].
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use super::render;
+use super::{JobsArgs, StatusArgs, SubmitArgs};
+use crate::api::convert::json_to_struct;
+use crate::pb;
+use crate::pb::job_service_client::JobServiceClient;
+
+/// The generated client over one channel.
+pub type Client = JobServiceClient<Channel>;
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// The command worked (for watch: the job SUCCEEDED).
+    pub const OK: u8 = 0;
+    /// The watched job FAILED.
+    pub const JOB_FAILED: u8 = 1;
+    /// The watched job was CANCELLED.
+    pub const JOB_CANCELLED: u8 = 2;
+    /// The server refused the request (bad input, no such job, already finished...).
+    pub const REFUSED: u8 = 3;
+    /// Bad flags or arguments.
+    pub const USAGE: u8 = 64;
+    /// The server could not be reached or is unavailable.
+    pub const UNAVAILABLE: u8 = 69;
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach {server}: {detail}")]
+    Unreachable { server: String, detail: String },
+    #[error("{message}")]
+    Rpc {
+        status: Box<Status>,
+        message: String,
+    },
+}
+
+impl CliError {
+    /// A server refusal, said the way a person would say it.
+    pub fn rpc(status: Status, server: &str, id: Option<&str>) -> Self {
+        let message = match (status.code(), id) {
+            (Code::NotFound, Some(id)) => format!("no job {id} on {server}"),
+            (Code::Unavailable, _) => format!("{server} is unavailable: {}", status.message()),
+            _ => {
+                let mut text = status.message().to_string();
+                if let Some(bad) = status.get_details_bad_request() {
+                    for v in bad.field_violations {
+                        text.push_str(&format!("\n  {}: {}", v.field, v.description));
+                    }
+                }
+                text
+            }
+        };
+        CliError::Rpc {
+            status: Box::new(status),
+            message,
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Unreachable { .. } => exit::UNAVAILABLE,
+            CliError::Rpc { status, .. } if status.code() == Code::Unavailable => exit::UNAVAILABLE,
+            CliError::Rpc { .. } => exit::REFUSED,
+        }
+    }
+
+    /// `{"error": {"code": ..., "message": ...}}` for `--json`.
+    pub fn to_json(&self) -> Value {
+        let code = match self {
+            CliError::Usage(_) => "Usage".to_string(),
+            CliError::Unreachable { .. } => "Unreachable".to_string(),
+            CliError::Rpc { status, .. } => format!("{:?}", status.code()),
+        };
+        json!({ "error": { "code": code, "message": self.to_string() } })
+    }
+}
+
+/// Connects to the server.
+pub async fn connect(server: &str) -> Result<Client, CliError> {
+    let endpoint = Channel::from_shared(server.to_string())
+        .map_err(|e| CliError::Usage(format!("--server {server:?} is not a URL: {e}")))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| CliError::Unreachable {
+            server: server.to_string(),
+            detail: source_chain(&e),
+        })?;
+    Ok(JobServiceClient::new(channel))
+}
+
+/// An error and its causes, joined (tonic's top-level transport error says little).
+pub fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The args object from `--args JSON` and `--arg key=value` (a value that parses as JSON
+/// is taken as JSON, so `seconds=5` is a number; anything else is a string).
+pub fn build_args(
+    json_args: Option<&str>,
+    pairs: &[String],
+) -> Result<Map<String, Value>, CliError> {
+    let mut args = match json_args {
+        None => Map::new(),
+        Some(text) => match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(CliError::Usage("--args must be a JSON object".into())),
+            Err(e) => return Err(CliError::Usage(format!("--args is not valid JSON: {e}"))),
+        },
+    };
+    for pair in pairs {
+        let (key, raw) = pair
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--arg {pair:?} is not KEY=VALUE")))?;
+        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        args.insert(key.to_string(), value);
+    }
+    Ok(args)
+}
+
+/// `spindle submit`: returns the new job.
+pub async fn submit(
+    client: &mut Client,
+    server: &str,
+    a: &SubmitArgs,
+) -> Result<pb::Job, CliError> {
+    let args = build_args(a.args.as_deref(), &a.arg)?;
+    let duration = |d: Option<Duration>| d.and_then(|d| prost_types::Duration::try_from(d).ok());
+    let request = pb::SubmitRequest {
+        kind: a.kind.clone(),
+        args: Some(json_to_struct(&args)),
+        queue: a.queue.clone().unwrap_or_default(),
+        priority: a.priority,
+        delay: duration(a.delay),
+        timeout: duration(a.timeout),
+        idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
+        retry: a.max_attempts.map(|n| pb::RetryPolicy {
+            max_attempts: n,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let response = client
+        .submit(request)
+        .await
+        .map_err(|s| CliError::rpc(s, server, None))?;
+    response
+        .into_inner()
+        .job
+        .ok_or_else(|| CliError::Usage("the server answered without a job".into()))
+}
+
+/// `spindle status`.
+pub async fn status(
+    client: &mut Client,
+    server: &str,
+    a: &StatusArgs,
+) -> Result<pb::Job, CliError> {
+    let request = pb::GetStatusRequest {
+        id: a.id.clone(),
+        wait: a.wait.and_then(|d| prost_types::Duration::try_from(d).ok()),
+    };
+    let job = client
+        .get_status(request)
+        .await
+        .map_err(|s| CliError::rpc(s, server, Some(&a.id)))?;
+    Ok(job.into_inner())
+}
+
+/// `spindle cancel`.
+pub async fn cancel(client: &mut Client, server: &str, id: &str) -> Result<pb::Job, CliError> {
+    let job = client
+        .cancel(pb::CancelRequest { id: id.to_string() })
+        .await
+        .map_err(|s| CliError::rpc(s, server, Some(id)))?;
+    Ok(job.into_inner())
+}
+
+/// `spindle jobs`.
+pub async fn jobs(
+    client: &mut Client,
+    server: &str,
+    a: &JobsArgs,
+) -> Result<Vec<pb::Job>, CliError> {
+    let state = match a.state.as_deref() {
+        None => pb::JobState::Unspecified,
+        Some(name) => {
+            let upper = format!("JOB_STATE_{}", name.to_ascii_uppercase());
+            pb::JobState::from_str_name(&upper)
+                .ok_or_else(|| CliError::Usage(format!("--state {name:?} is not a job state")))?
+        }
+    };
+    let request = pb::ListJobsRequest {
+        state: state as i32,
+        kind: a.kind.clone().unwrap_or_default(),
+        queue: a.queue.clone().unwrap_or_default(),
+        page_size: a.limit,
+        ..Default::default()
+    };
+    let page = client
+        .list_jobs(request)
+        .await
+        .map_err(|s| CliError::rpc(s, server, None))?;
+    Ok(page.into_inner().jobs)
+}
+
+/// `spindle kinds`.
+pub async fn kinds(client: &mut Client, server: &str) -> Result<Vec<pb::JobKind>, CliError> {
+    let kinds = client
+        .list_kinds(pb::ListKindsRequest {})
+        .await
+        .map_err(|s| CliError::rpc(s, server, None))?;
+    Ok(kinds.into_inner().kinds)
+}
+
+/// Prints a job per `--json`.
+pub fn print_job(job: &pb::Job, json: bool) {
+    if json {
+        println!("{}", render::job_json(job));
+    } else {
+        println!("{}", render::job_text(job));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_merge_json_and_pairs() {
+        let pairs = [
+            "seconds=5".to_string(),
+            "name=bob".to_string(),
+            "flag=true".to_string(),
+        ];
+        let args = build_args(Some(r#"{"steps": 2, "seconds": 1}"#), &pairs).unwrap();
+        assert_eq!(
+            Value::Object(args),
+            json!({"steps": 2, "seconds": 5, "name": "bob", "flag": true})
+        );
+        assert!(build_args(Some("[1]"), &[]).is_err());
+        assert!(build_args(None, &["novalue".into()]).is_err());
+    }
+}

@@ -1,0 +1,270 @@
+//! How the CLI shows things: jobs, events and kinds as JSON objects (for `--json`) or as
+//! text for a person.
+
+use std::time::SystemTime;
+
+use serde_json::{Map, Value, json};
+
+use crate::api::convert::{struct_to_json, value_to_json};
+use crate::pb;
+
+fn state_name(state: i32) -> &'static str {
+    match pb::JobState::try_from(state).unwrap_or(pb::JobState::Unspecified) {
+        pb::JobState::Unspecified => "unknown",
+        pb::JobState::Queued => "queued",
+        pb::JobState::Running => "running",
+        pb::JobState::Succeeded => "succeeded",
+        pb::JobState::Failed => "failed",
+        pb::JobState::Cancelled => "cancelled",
+        pb::JobState::Scheduled => "scheduled",
+        pb::JobState::RetryWait => "retry_wait",
+    }
+}
+
+fn error_kind(kind: i32) -> &'static str {
+    match pb::ErrorKind::try_from(kind).unwrap_or(pb::ErrorKind::Unspecified) {
+        pb::ErrorKind::Unspecified => "unknown",
+        pb::ErrorKind::Handler => "handler",
+        pb::ErrorKind::Panic => "panic",
+        pb::ErrorKind::Timeout => "timeout",
+        pb::ErrorKind::Cancelled => "cancelled",
+        pb::ErrorKind::Shutdown => "shutdown",
+        pb::ErrorKind::Interrupted => "interrupted",
+        pb::ErrorKind::Permanent => "permanent",
+    }
+}
+
+fn time(ts: &Option<prost_types::Timestamp>) -> Value {
+    ts.as_ref().map_or(Value::Null, |t| json!(t.to_string()))
+}
+
+fn value(v: &Option<prost_types::Value>) -> Value {
+    v.clone().map_or(Value::Null, |v| {
+        value_to_json(v, "value").unwrap_or(Value::Null)
+    })
+}
+
+fn object(s: &Option<prost_types::Struct>) -> Value {
+    s.clone().map_or(Value::Null, |s| {
+        Value::Object(struct_to_json(s, "args").unwrap_or_default())
+    })
+}
+
+fn error(e: &Option<pb::JobError>) -> Value {
+    e.as_ref().map_or(
+        Value::Null,
+        |e| json!({ "kind": error_kind(e.kind), "message": e.message }),
+    )
+}
+
+fn progress(p: &Option<pb::Progress>) -> Value {
+    p.as_ref().map_or(Value::Null, |p| {
+        json!({ "fraction": p.fraction, "done": p.done, "total": p.total, "message": p.message })
+    })
+}
+
+/// A job as one JSON object.
+pub fn job_json(job: &pb::Job) -> Value {
+    json!({
+        "id": job.id,
+        "kind": job.kind,
+        "args": object(&job.args),
+        "queue": job.queue,
+        "priority": job.priority,
+        "labels": job.labels,
+        "state": state_name(job.state),
+        "attempt": job.attempt,
+        "progress": progress(&job.progress),
+        "result": value(&job.result),
+        "error": error(&job.error),
+        "attempt_errors": job.attempt_errors.iter().map(|e| json!({
+            "attempt": e.attempt, "error": error(&e.error), "at": time(&e.at),
+        })).collect::<Vec<_>>(),
+        "created_at": time(&job.created_at),
+        "started_at": time(&job.started_at),
+        "finished_at": time(&job.finished_at),
+        "run_at": time(&job.run_at),
+        "cancel_requested": job.cancel_requested,
+        "idempotency_key": job.idempotency_key,
+        "last_seq": job.last_seq,
+    })
+}
+
+/// An event as one JSON object.
+pub fn event_json(event: &pb::JobEvent) -> Value {
+    use pb::job_event::Payload;
+    let mut out = Map::new();
+    out.insert("job_id".into(), json!(event.job_id));
+    out.insert("seq".into(), json!(event.seq));
+    out.insert("at".into(), time(&event.at));
+    let (kind, body) = match &event.payload {
+        Some(Payload::StateChanged(s)) => (
+            "state",
+            json!({ "state": state_name(s.state), "attempt": s.attempt, "run_at": time(&s.run_at), "error": error(&s.error) }),
+        ),
+        Some(Payload::Progress(p)) => ("progress", progress(&Some(p.clone()))),
+        Some(Payload::Log(l)) => ("log", json!({ "message": l.message })),
+        Some(Payload::Finished(f)) => (
+            "finished",
+            json!({ "state": state_name(f.state), "attempt": f.attempt, "result": value(&f.result), "error": error(&f.error) }),
+        ),
+        None => ("unknown", Value::Null),
+    };
+    out.insert("type".into(), json!(kind));
+    out.insert(kind.into(), body);
+    Value::Object(out)
+}
+
+/// An event as one line of text.
+pub fn event_line(event: &pb::JobEvent) -> String {
+    use pb::job_event::Payload;
+    let body = match &event.payload {
+        Some(Payload::StateChanged(s)) => {
+            format!("{} (attempt {})", state_name(s.state), s.attempt)
+        }
+        Some(Payload::Progress(p)) => progress_text(p),
+        Some(Payload::Log(l)) => format!("log: {}", l.message),
+        Some(Payload::Finished(f)) => match &f.error {
+            Some(e) => format!("{}: {}", state_name(f.state), e.message),
+            None => format!("{}: {}", state_name(f.state), value(&f.result)),
+        },
+        None => "unknown event".into(),
+    };
+    format!("[{}] {body}", event.seq)
+}
+
+/// "42% (21/50) resizing".
+pub fn progress_text(p: &pb::Progress) -> String {
+    let mut text = format!("{:.0}%", p.fraction * 100.0);
+    if p.total > 0 {
+        text.push_str(&format!(" ({}/{})", p.done, p.total));
+    }
+    if !p.message.is_empty() {
+        text.push(' ');
+        text.push_str(&p.message);
+    }
+    text
+}
+
+/// A job as a few lines of text.
+pub fn job_text(job: &pb::Job) -> String {
+    let mut lines = vec![
+        format!("id:        {}", job.id),
+        format!("kind:      {}", job.kind),
+        format!("state:     {}", state_name(job.state)),
+        format!("attempt:   {}", job.attempt),
+        format!("queue:     {} (priority {})", job.queue, job.priority),
+    ];
+    if let Some(p) = &job.progress {
+        lines.push(format!("progress:  {}", progress_text(p)));
+    }
+    if job.result.is_some() {
+        lines.push(format!("result:    {}", value(&job.result)));
+    }
+    if let Some(e) = &job.error {
+        lines.push(format!("error:     {} ({})", e.message, error_kind(e.kind)));
+    }
+    for (label, ts) in [
+        ("created:", &job.created_at),
+        ("started:", &job.started_at),
+        ("finished:", &job.finished_at),
+        ("run at:", &job.run_at),
+    ] {
+        if let Some(ts) = ts {
+            lines.push(format!("{label:<10} {ts}"));
+        }
+    }
+    lines.join("\n")
+}
+
+/// "3s", "5m", "2h", "4d": how long ago.
+pub fn age(ts: &Option<prost_types::Timestamp>) -> String {
+    let Some(then) = (*ts).and_then(|t| SystemTime::try_from(t).ok()) else {
+        return "-".into();
+    };
+    let secs = SystemTime::now()
+        .duration_since(then)
+        .map_or(0, |d| d.as_secs());
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// The jobs table: ID, KIND, STATE, PROGRESS, ATTEMPT, AGE.
+pub fn jobs_table(jobs: &[pb::Job]) -> String {
+    let rows: Vec<[String; 6]> = jobs
+        .iter()
+        .map(|j| {
+            let progress = j
+                .progress
+                .as_ref()
+                .map_or("-".into(), |p| format!("{:.0}%", p.fraction * 100.0));
+            [
+                j.id.clone(),
+                j.kind.clone(),
+                state_name(j.state).into(),
+                progress,
+                j.attempt.to_string(),
+                age(&j.created_at),
+            ]
+        })
+        .collect();
+    let header = ["ID", "KIND", "STATE", "PROGRESS", "ATTEMPT", "AGE"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    std::iter::once(&header)
+        .chain(rows.iter())
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A kind as one JSON object.
+pub fn kind_json(kind: &pb::JobKind) -> Value {
+    let pool = if kind.pool == pb::Pool::Cpu as i32 {
+        "cpu"
+    } else {
+        "io"
+    };
+    json!({
+        "name": kind.name,
+        "pool": pool,
+        "description": kind.description,
+        "args": kind.fields.iter().map(|f| json!({
+            "name": f.name, "type": f.r#type, "required": f.required, "description": f.description,
+        })).collect::<Vec<_>>(),
+        "args_schema": object(&kind.args_schema),
+    })
+}
+
+/// A kind as text: its name, pool and description, then one line per argument.
+pub fn kind_text(kind: &pb::JobKind) -> String {
+    let pool = if kind.pool == pb::Pool::Cpu as i32 {
+        "cpu"
+    } else {
+        "io"
+    };
+    let mut lines = vec![format!("{}  ({pool})  {}", kind.name, kind.description)];
+    for f in &kind.fields {
+        let required = if f.required { ", required" } else { "" };
+        lines.push(format!(
+            "    {} ({}{required})  {}",
+            f.name, f.r#type, f.description
+        ));
+    }
+    lines.join("\n")
+}

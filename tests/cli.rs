@@ -1,0 +1,286 @@
+//! The `spindle` CLI as a user runs it: the real binary against a real server, checking
+//! output, `--json` shapes, exit codes, and that `watch` resumes across a server restart.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::TestServer;
+use common::process::Process;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn spindle(server: &str, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(args)
+        .env("SPINDLE_SERVER", server)
+        .output()
+        .await
+        .expect("run spindle");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn url(server: &TestServer) -> String {
+    format!("http://{}", server.addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_watch_status_jobs_and_kinds() {
+    let server = TestServer::start().await;
+    let url = url(&server);
+    let submitted = spindle(
+        &url,
+        &[
+            "submit",
+            "demo.sleep",
+            "--arg",
+            "seconds=0.2",
+            "--arg",
+            "steps=2",
+        ],
+    )
+    .await;
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let id = submitted.stdout.trim().to_string();
+    assert!(
+        id.parse::<uuid::Uuid>().is_ok(),
+        "prints the id alone: {id:?}"
+    );
+
+    let watched = spindle(&url, &["watch", &id]).await;
+    assert_eq!(watched.code, 0);
+    let lines: Vec<&str> = watched.stdout.lines().collect();
+    assert!(lines[0].starts_with("[1] queued"), "{lines:?}");
+    assert!(lines.last().unwrap().contains("succeeded"), "{lines:?}");
+
+    let status = spindle(&url, &["status", &id, "--json"]).await;
+    let job = &json_lines(&status.stdout)[0];
+    assert_eq!(
+        (job["id"].as_str(), job["state"].as_str()),
+        (Some(id.as_str()), Some("succeeded"))
+    );
+    assert_eq!(job["result"]["steps"], 2.0);
+    let text = spindle(&url, &["status", &id]).await.stdout;
+    assert!(text.contains("state:     succeeded"), "{text}");
+
+    let json_submit = spindle(
+        &url,
+        &[
+            "--json",
+            "submit",
+            "demo.cpu",
+            "--args",
+            r#"{"rounds": 10}"#,
+            "--priority",
+            "-3",
+        ],
+    )
+    .await;
+    let job = &json_lines(&json_submit.stdout)[0];
+    assert!(job["id"].is_string());
+    assert_eq!(job["priority"], -3);
+
+    let table = spindle(&url, &["jobs", "--limit", "5"]).await.stdout;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "KIND", "STATE", "PROGRESS", "ATTEMPT", "AGE"]
+    );
+    assert_eq!(table.lines().count(), 3);
+    let listed = json_lines(
+        &spindle(&url, &["jobs", "--kind", "demo.sleep", "--json"])
+            .await
+            .stdout,
+    );
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], id.as_str());
+
+    let kinds = spindle(&url, &["kinds"]).await.stdout;
+    assert!(
+        kinds.contains("demo.sleep  (io)") && kinds.contains("seconds (number, required)"),
+        "{kinds}"
+    );
+    let kinds = json_lines(&spindle(&url, &["kinds", "--json"]).await.stdout);
+    assert_eq!(kinds.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_exit_codes_follow_the_job() {
+    let server = TestServer::start().await;
+    let url = url(&server);
+    let failed = spindle(
+        &url,
+        &[
+            "submit",
+            "demo.sleep",
+            "--arg",
+            "seconds=30",
+            "--timeout",
+            "100ms",
+            "--max-attempts",
+            "1",
+            "--watch",
+        ],
+    )
+    .await;
+    assert_eq!(failed.code, 1, "{}", failed.stdout);
+    assert!(
+        failed.stdout.contains("failed: timed out"),
+        "{}",
+        failed.stdout
+    );
+
+    let long = spindle(&url, &["submit", "demo.sleep", "--arg", "seconds=60"])
+        .await
+        .stdout;
+    let id = long.trim().to_string();
+    let watcher = {
+        let (url, id) = (url.clone(), id.clone());
+        tokio::spawn(async move { spindle(&url, &["watch", &id, "--json"]).await })
+    };
+    let cancelled = spindle(&url, &["cancel", &id]).await;
+    assert_eq!(cancelled.code, 0, "{}", cancelled.stderr);
+    let watched = watcher.await.unwrap();
+    assert_eq!(watched.code, 2);
+    let events = json_lines(&watched.stdout);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["finished"]["state"].as_str()),
+        (Some("finished"), Some("cancelled"))
+    );
+    let again = spindle(&url, &["cancel", &id]).await;
+    assert_eq!(again.code, 3, "cancelling a finished job is refused");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_read_like_a_person_wrote_them() {
+    let server = TestServer::start().await;
+    let url = url(&server);
+    let missing = "01939f3a-0000-7000-8000-000000000000";
+    let out = spindle(&url, &["status", missing]).await;
+    assert_eq!(out.code, 3);
+    assert_eq!(
+        out.stderr.trim(),
+        format!("spindle: no job {missing} on {url}")
+    );
+    let out = spindle(&url, &["status", missing, "--json"]).await;
+    assert_eq!(json_lines(&out.stdout)[0]["error"]["code"], "NotFound");
+
+    let out = spindle(&url, &["submit", "demo.sleep", "--arg", "seconds=soon"]).await;
+    assert_eq!(out.code, 3);
+    assert!(out.stderr.contains("\n  args.seconds: "), "{}", out.stderr);
+
+    let out = spindle("http://127.0.0.1:1", &["kinds"]).await;
+    assert_eq!(out.code, 69);
+    assert!(
+        out.stderr.contains("cannot reach http://127.0.0.1:1"),
+        "{}",
+        out.stderr
+    );
+
+    for bad in [
+        &["submit"][..],
+        &["jobs", "--limit", "0"],
+        &["nope"],
+        &["submit", "demo.sleep", "--arg", "novalue"],
+    ] {
+        let out = spindle(&url, bad).await;
+        assert_eq!(out.code, 64, "{bad:?}: {}", out.stderr);
+    }
+    let out = spindle(&url, &["kinds", "--server", "not a url"]).await;
+    assert_eq!(out.code, 64, "{}", out.stderr);
+}
+
+/// A port that was free a moment ago, so a restarted server can come back on it.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_resumes_after_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "serve",
+        "--addr",
+        addr.as_str(),
+        "--shutdown-grace",
+        "100ms",
+    ];
+    let mut server = Process::start(dir.path(), &args);
+    let url = server.url();
+    let id = spindle(
+        &url,
+        &[
+            "submit",
+            "demo.sleep",
+            "--arg",
+            "seconds=2",
+            "--arg",
+            "steps=20",
+        ],
+    )
+    .await
+    .stdout
+    .trim()
+    .to_string();
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["watch", &id, "--json", "--server", &url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    while events.len() < 4 {
+        let line = lines.next_line().await.unwrap().expect("an event");
+        events.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    server.signal(rustix::process::Signal::TERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    let _restarted = Process::start(dir.path(), &args);
+    while let Some(line) = lines.next_line().await.unwrap() {
+        events.push(serde_json::from_str(&line).unwrap());
+    }
+    let status = watch.wait().await.unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the job succeeded after the restart"
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "no duplicate, in order: {seqs:?}"
+    );
+    let runs = events
+        .iter()
+        .filter(|e| e["state"]["state"] == "running")
+        .count();
+    assert_eq!(
+        runs, 2,
+        "ran, was requeued at shutdown, ran again: {events:?}"
+    );
+    assert_eq!(events.last().unwrap()["finished"]["state"], "succeeded");
+}

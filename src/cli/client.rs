@@ -238,9 +238,9 @@ pub async fn kinds(client: &mut Client, server: &str) -> Result<Vec<pb::JobKind>
 /// Prints a job per `--json`.
 pub fn print_job(job: &pb::Job, json: bool) {
     if json {
-        println!("{}", render::job_json(job));
+        out!("{}", render::job_json(job));
     } else {
-        println!("{}", render::job_text(job));
+        out!("{}", render::job_text(job));
     }
 }
 

@@ -3,6 +3,14 @@
 //! cancel, jobs, kinds). Every flag of serve is also read from an environment variable;
 //! `--server` and `--json` go before or after the subcommand.
 
+/// `println!` for CLI output that ends the process quietly when stdout is closed early
+/// (`spindle jobs | head`) instead of panicking on the broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
 pub mod client;
 mod render;
 pub mod watch;
@@ -124,6 +132,16 @@ pub struct JobsArgs {
     pub limit: u32,
 }
 
+#[doc(hidden)]
+pub fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}")
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
 /// Runs a client subcommand; returns the process exit code.
 pub async fn run_client(cli: Cli) -> u8 {
     let json = cli.json;
@@ -131,7 +149,7 @@ pub async fn run_client(cli: Cli) -> u8 {
         Ok(code) => code,
         Err(e) => {
             if json {
-                println!("{}", e.to_json());
+                out!("{}", e.to_json());
             } else {
                 eprintln!("spindle: {e}");
             }
@@ -151,9 +169,9 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
         Command::Submit(args) => {
             let job = client::submit(&mut c, server, &args).await?;
             if json {
-                println!("{}", render::job_json(&job));
+                out!("{}", render::job_json(&job));
             } else if !args.watch {
-                println!("{}", job.id);
+                out!("{}", job.id);
             }
             if args.watch {
                 return watch::watch(&mut c, server, &job.id, json).await;
@@ -169,18 +187,17 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
         Command::Jobs(args) => {
             let jobs = client::jobs(&mut c, server, &args).await?;
             if json {
-                jobs.iter()
-                    .for_each(|j| println!("{}", render::job_json(j)));
+                jobs.iter().for_each(|j| out!("{}", render::job_json(j)));
             } else {
-                println!("{}", render::jobs_table(&jobs));
+                out!("{}", render::jobs_table(&jobs));
             }
         }
         Command::Kinds => {
             for kind in client::kinds(&mut c, server).await? {
                 if json {
-                    println!("{}", render::kind_json(&kind));
+                    out!("{}", render::kind_json(&kind));
                 } else {
-                    println!("{}\n", render::kind_text(&kind));
+                    out!("{}\n", render::kind_text(&kind));
                 }
             }
         }

@@ -114,8 +114,8 @@ impl Display {
     /// Shows an event; for the terminal event, returns the exit code.
     fn show(&mut self, event: &pb::JobEvent) -> Option<u8> {
         match self {
-            Display::Json => println!("{}", render::event_json(event)),
-            Display::Lines => println!("{}", render::event_line(event)),
+            Display::Json => out!("{}", render::event_json(event)),
+            Display::Lines => out!("{}", render::event_line(event)),
             Display::Bar(bar) => draw(bar, event),
         }
         match &event.payload {
@@ -155,7 +155,7 @@ fn draw(bar: &ProgressBar, event: &pb::JobEvent) {
         }
         Some(Payload::Finished(_)) => {
             bar.finish_and_clear();
-            println!("{}", render::event_line(event));
+            out!("{}", render::event_line(event));
         }
         None => {}
     }

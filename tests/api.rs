@@ -285,11 +285,7 @@ async fn errors_and_panics_fail_the_job_and_the_service_carries_on() {
         ("test.io_panic", pb::ErrorKind::Panic, "io boom"),
         ("test.fail", pb::ErrorKind::Handler, "disk on fire"),
     ] {
-        let mut req = request(kind, json!({}));
-        req.retry = Some(pb::RetryPolicy {
-            max_attempts: 1,
-            ..Default::default()
-        });
+        let req = request_once(kind, json!({}));
         let job = server.submit_request(req).await;
         let done = server.finish(&job.id).await;
         assert_eq!(state(&done), pb::JobState::Failed);
@@ -309,11 +305,7 @@ async fn errors_and_panics_fail_the_job_and_the_service_carries_on() {
 #[tokio::test]
 async fn a_timeout_fails_the_job() {
     let server = TestServer::start().await;
-    let mut req = request("demo.sleep", json!({"seconds": 3600}));
-    req.retry = Some(pb::RetryPolicy {
-        max_attempts: 1,
-        ..Default::default()
-    });
+    let mut req = request_once("demo.sleep", json!({"seconds": 3600}));
     req.timeout = Some(prost_types::Duration {
         seconds: 0,
         nanos: 100_000_000,

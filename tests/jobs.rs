@@ -228,11 +228,7 @@ async fn http_request_records_status_headers_and_a_bounded_body() {
 async fn http_request_fails_on_an_unexpected_status_or_no_server() {
     let server = TestServer::start().await;
     let (url, _stub) = http_stub(500, "oops".into()).await;
-    let mut req = request("http.request", json!({ "url": url }));
-    req.retry = Some(pb::RetryPolicy {
-        max_attempts: 1,
-        ..Default::default()
-    });
+    let req = request_once("http.request", json!({ "url": url }));
     let done = server.finish(&server.submit_request(req).await.id).await;
     assert_eq!(state(&done), pb::JobState::Failed);
     let error = done.error.unwrap();
@@ -265,11 +261,7 @@ async fn http_request_fails_on_an_unexpected_status_or_no_server() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", closed.local_addr().unwrap());
     drop(closed);
-    let mut req = request("http.request", json!({"url": url, "timeout": 5}));
-    req.retry = Some(pb::RetryPolicy {
-        max_attempts: 1,
-        ..Default::default()
-    });
+    let req = request_once("http.request", json!({"url": url, "timeout": 5}));
     let job = server.submit_request(req).await;
     let done = server.finish(&job.id).await;
     assert_eq!(state(&done), pb::JobState::Failed);

@@ -160,22 +160,19 @@ async fn finished_jobs_replay_and_end_and_after_seq_filters() {
 #[tokio::test]
 async fn unknown_and_malformed_ids_are_refused() {
     let server = server().await;
-    let mut client = server.client.clone();
-    let unknown = client
-        .watch_progress(pb::WatchProgressRequest {
-            id: "01939f3a-0000-7000-8000-000000000000".into(),
-            after_seq: 0,
-        })
-        .await
-        .unwrap_err();
+    let refusal = |id: &'static str| {
+        let mut client = server.client.clone();
+        async move {
+            let request = pb::WatchProgressRequest {
+                id: id.into(),
+                after_seq: 0,
+            };
+            client.watch_progress(request).await.unwrap_err()
+        }
+    };
+    let unknown = refusal("01939f3a-0000-7000-8000-000000000000").await;
     assert_eq!(unknown.code(), Code::NotFound);
-    let malformed = client
-        .watch_progress(pb::WatchProgressRequest {
-            id: "xyz".into(),
-            after_seq: 0,
-        })
-        .await
-        .unwrap_err();
+    let malformed = refusal("xyz").await;
     assert_eq!(malformed.code(), Code::InvalidArgument);
     assert!(
         malformed.message().contains("id"),

@@ -185,6 +185,17 @@ pub fn request(kind: &str, args: Value) -> pb::SubmitRequest {
     }
 }
 
+/// A request whose job gets one attempt only (no retry).
+pub fn request_once(kind: &str, args: Value) -> pb::SubmitRequest {
+    pb::SubmitRequest {
+        retry: Some(pb::RetryPolicy {
+            max_attempts: 1,
+            ..Default::default()
+        }),
+        ..request(kind, args)
+    }
+}
+
 pub async fn submit(client: &mut Client, kind: &str, args: Value) -> pb::Job {
     client
         .submit(request(kind, args))

@@ -1,15 +1,15 @@
 //! Spindle: a gRPC job-scheduling service. Clients submit jobs by kind and arguments, read
 //! their status and watch their progress as a resumable server stream; IO jobs run on tokio,
-//! CPU jobs on a dedicated rayon pool.
+//! CPU jobs on a dedicated rayon pool; jobs are kept in an embedded SQLite database.
 //!
 //! # Layout
 //! - [`api`]: the gRPC surface (`spindle.v1.JobService`), request checks, error mapping.
 //! - [`engine`]: queues, dispatch, running jobs, event logs and watchers. No tonic here.
 //! - [`exec`]: the executors (tokio tasks, the rayon CPU pool) and the handler context.
-//! - [`store`]: persistence behind the `Store` trait (in memory for now).
+//! - [`store`]: persistence behind the `Store` trait: SQLite (durable, the default) or memory.
 //! - [`jobs`]: the job-kind registry and the built-in kinds.
 //! - [`server`]: assembles everything and runs it with a bounded graceful shutdown.
-//! - [`cli`]: command-line flags. [`pb`]: generated protobuf code.
+//! - [`cli`]: the command line: `serve` and the client commands. [`pb`]: generated code.
 //! - [`telemetry`]: logging setup.
 
 #![deny(unsafe_code)]

@@ -388,13 +388,7 @@ async fn a_restart_keeps_jobs_logs_and_seqs_and_requeues_what_ran() {
     );
     let mut client = server.client.clone();
     let events = watch_until_running(&mut client, &long.id).await;
-    let states: Vec<i32> = events
-        .iter()
-        .filter_map(|e| match &e.payload {
-            Some(Payload::StateChanged(s)) => Some(s.state),
-            _ => None,
-        })
-        .collect();
+    let states = state_changes(&events);
     let (q, r) = (pb::JobState::Queued as i32, pb::JobState::Running as i32);
     assert_eq!(
         states,
@@ -416,14 +410,7 @@ async fn a_restart_keeps_jobs_logs_and_seqs_and_requeues_what_ran() {
 
 /// Reads the job's events until its second RUNNING state change.
 async fn watch_until_running(client: &mut Client, id: &str) -> Vec<pb::JobEvent> {
-    let mut stream = client
-        .watch_progress(pb::WatchProgressRequest {
-            id: id.into(),
-            after_seq: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = open_watch(client, id, 0).await;
     let mut events = Vec::new();
     let mut runs = 0;
     while let Some(event) = stream.message().await.unwrap() {

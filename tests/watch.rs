@@ -114,14 +114,7 @@ async fn resuming_mid_run_gives_no_gap_and_no_duplicate() {
         .submit("test.logs", json!({"n": 40, "pause_ms": 5}))
         .await;
     let mut client = server.client.clone();
-    let mut stream = client
-        .watch_progress(pb::WatchProgressRequest {
-            id: job.id.clone(),
-            after_seq: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = open_watch(&mut client, &job.id, 0).await;
     // Read a few events live, then "disconnect" and resume from the last seq seen.
     let mut first_part = Vec::new();
     while first_part.len() < 8 {
@@ -207,16 +200,7 @@ async fn a_stalled_watcher_neither_slows_the_job_nor_misses_state_changes() {
     let n = 200_000;
     let job = server.submit("test.flood", json!({"n": n})).await;
     // Open a stream and do not read it while the job runs flat out.
-    let mut stalled = server
-        .client
-        .clone()
-        .watch_progress(pb::WatchProgressRequest {
-            id: job.id.clone(),
-            after_seq: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stalled = open_watch(&mut server.client.clone(), &job.id, 0).await;
     // Another watcher reads to the end: the job finishes regardless.
     let done = server.finish(&job.id).await;
     assert_eq!(state(&done), pb::JobState::Succeeded);
@@ -226,15 +210,8 @@ async fn a_stalled_watcher_neither_slows_the_job_nor_misses_state_changes() {
     while let Some(e) = stalled.message().await.unwrap() {
         events.push(e);
     }
-    let states: Vec<i32> = events
-        .iter()
-        .filter_map(|e| match &e.payload {
-            Some(Payload::StateChanged(s)) => Some(s.state),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        states,
+        state_changes(&events),
         [pb::JobState::Queued as i32, pb::JobState::Running as i32]
     );
     assert!(is_finished(events.last().unwrap()));
@@ -255,16 +232,8 @@ async fn disconnected_watchers_free_their_resources() {
         .await;
     let mut streams = Vec::new();
     for _ in 0..3 {
-        let client = server.client().await;
-        let stream = client
-            .clone()
-            .watch_progress(pb::WatchProgressRequest {
-                id: job.id.clone(),
-                after_seq: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let mut client = server.client().await;
+        let stream = open_watch(&mut client, &job.id, 0).await;
         streams.push((client, stream));
     }
     let engine = server.engine.clone();

@@ -30,11 +30,6 @@ impl JobId {
     pub fn as_u128(self) -> u128 {
         self.0.as_u128()
     }
-
-    /// The id from its 128 bits.
-    pub fn from_u128(bits: u128) -> Self {
-        JobId(Uuid::from_u128(bits))
-    }
 }
 
 impl Default for JobId {

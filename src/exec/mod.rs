@@ -55,10 +55,6 @@ impl Executor {
         Executor { cpu }
     }
 
-    pub fn cpu_pool(&self) -> &CpuPool {
-        &self.cpu
-    }
-
     /// Runs the handler to its end. An async handler is aborted as soon as the job is
     /// cancelled (dropping a future at an await point is how async work is cancelled); a
     /// CPU handler cannot be interrupted and is awaited until it sees the token and returns.

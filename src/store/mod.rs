@@ -2,7 +2,7 @@
 //! every job record and event through a [`Store`]; reads for clients come from the store.
 //!
 //! Invariants every implementation keeps:
-//! - `save` and `append` assign sequence numbers, strictly increasing per job from 1, and
+//! - `insert`, `save` and `append` assign sequence numbers, strictly increasing per job from 1, and
 //!   keep `Job::last_seq` equal to the newest one.
 //! - A progress event appended right after another progress event supersedes it: the older
 //!   one leaves the log (its seq becomes a gap) so a fast reporter cannot grow the log.

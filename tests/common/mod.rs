@@ -206,15 +206,35 @@ pub async fn submit(client: &mut Client, kind: &str, args: Value) -> pb::Job {
         .expect("job")
 }
 
-pub async fn watch_from(client: &mut Client, id: &str, after_seq: u64) -> Vec<pb::JobEvent> {
-    let mut stream = client
+/// Opens a WatchProgress stream without reading it.
+pub async fn open_watch(
+    client: &mut Client,
+    id: &str,
+    after_seq: u64,
+) -> tonic::Streaming<pb::JobEvent> {
+    client
         .watch_progress(pb::WatchProgressRequest {
             id: id.into(),
             after_seq,
         })
         .await
         .expect("WatchProgress")
-        .into_inner();
+        .into_inner()
+}
+
+/// The states of the state-change events, in order.
+pub fn state_changes(events: &[pb::JobEvent]) -> Vec<i32> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(pb::job_event::Payload::StateChanged(s)) => Some(s.state),
+            _ => None,
+        })
+        .collect()
+}
+
+pub async fn watch_from(client: &mut Client, id: &str, after_seq: u64) -> Vec<pb::JobEvent> {
+    let mut stream = open_watch(client, id, after_seq).await;
     let mut events = Vec::new();
     while let Some(event) = stream.message().await.expect("stream item") {
         events.push(event);

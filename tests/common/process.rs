@@ -49,9 +49,9 @@ impl Process {
         rustix::process::kill_process(pid, signal).expect("kill");
     }
 
-    /// SIGKILL, and reap.
+    /// SIGKILL, and reap (what dropping the process does; this names it at the call site).
     pub fn kill(self) {
-        // Drop does it.
+        drop(self);
     }
 
     /// Waits for the process to exit, killing it after `limit`.

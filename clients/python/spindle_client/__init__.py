@@ -1,0 +1,42 @@
+"""A Python client for Spindle, the gRPC job-scheduling service.
+
+    from spindle_client import Client
+
+    spindle = Client("127.0.0.1:50051")
+    job = spindle.submit("demo.sleep", {"seconds": 2, "steps": 4})
+    for event in spindle.watch(job.id):
+        print(event.type, event.progress or event.state)
+"""
+
+from .client import Client
+from .errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    SpindleError,
+    Unavailable,
+)
+from .models import ArgField, Event, Job, JobError, Kind, Progress
+
+__all__ = [
+    "AlreadyExists",
+    "ArgField",
+    "Client",
+    "DeadlineExceeded",
+    "Event",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "Job",
+    "JobError",
+    "Kind",
+    "NotFound",
+    "PermissionDenied",
+    "Progress",
+    "SpindleError",
+    "Unavailable",
+]

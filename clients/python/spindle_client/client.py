@@ -1,0 +1,218 @@
+"""The Spindle client: submit, status, watch, cancel, list, over one gRPC channel.
+
+Calls are synchronous (grpcio's blocking stubs), so the client fits scripts, Django and
+FastAPI's sync endpoints alike; it is thread-safe, so create one per process and share it.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator, Mapping, Optional, Union
+
+import grpc
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+
+from ._proto import pb, pb_grpc
+from .errors import SpindleError, Unavailable, from_rpc_error
+from .models import Event, Job, Kind, state_value
+
+Seconds = Union[float, int, timedelta]
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+# gRPC codes after which a watch reconnects instead of giving up: the server restarted or
+# the connection dropped.
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+def _seconds(value: Seconds) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _duration(value: Seconds) -> duration_pb2.Duration:
+    seconds = _seconds(value)
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative: {value!r}")
+    message = duration_pb2.Duration()
+    message.FromTimedelta(timedelta(seconds=seconds))
+    return message
+
+
+def _target(server: str) -> str:
+    """Accepts "host:port" or a URL as the CLI takes it ("http://host:port")."""
+    for scheme in ("http://", "grpc://"):
+        if server.startswith(scheme):
+            return server[len(scheme) :].rstrip("/")
+    if server.startswith("https://"):
+        raise ValueError("TLS is not supported yet: use http://host:port or host:port")
+    return server
+
+
+class Client:
+    """A connection to one Spindle server.
+
+    `server` is "host:port" or "http://host:port" (the CLI's SPINDLE_SERVER form). Unary
+    calls give up after `timeout` seconds.
+    """
+
+    def __init__(self, server: str = DEFAULT_TARGET, *, timeout: float = 30.0):
+        self.server = server
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(_target(server))
+        self._stub = pb_grpc.JobServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: str, request, timeout: Optional[float] = None):
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def submit(
+        self,
+        kind: str,
+        args: Optional[Mapping[str, Any]] = None,
+        *,
+        queue: str = "",
+        priority: int = 0,
+        labels: Optional[Mapping[str, str]] = None,
+        delay: Optional[Seconds] = None,
+        run_at: Optional[datetime] = None,
+        timeout: Optional[Seconds] = None,
+        max_attempts: Optional[int] = None,
+        idempotency_key: str = "",
+        retention: Optional[Seconds] = None,
+    ) -> Job:
+        """Submits a job and returns it (state "queued", or "scheduled" when delayed).
+
+        With an `idempotency_key` already used for the same kind and args, returns the
+        first job with `existing=True` instead of a new one.
+        """
+        request = pb.SubmitRequest(
+            kind=kind,
+            queue=queue,
+            priority=priority,
+            labels=dict(labels or {}),
+            idempotency_key=idempotency_key,
+        )
+        request.args.CopyFrom(_struct(args or {}))
+        if delay is not None:
+            request.delay.CopyFrom(_duration(delay))
+        if run_at is not None:
+            stamp = timestamp_pb2.Timestamp()
+            stamp.FromDatetime(run_at.astimezone(timezone.utc))
+            request.run_at.CopyFrom(stamp)
+        if timeout is not None:
+            request.timeout.CopyFrom(_duration(timeout))
+        if max_attempts is not None:
+            request.retry.max_attempts = max_attempts
+        if retention is not None:
+            request.retention.CopyFrom(_duration(retention))
+        response = self._call("Submit", request)
+        return Job.from_pb(response.job, existing=response.existing)
+
+    def status(self, job_id: str, *, wait: Optional[Seconds] = None) -> Job:
+        """The job as it is now; with `wait`, long-polls until it ends or `wait` passes."""
+        request = pb.GetStatusRequest(id=job_id)
+        deadline = None
+        if wait is not None:
+            request.wait.CopyFrom(_duration(wait))
+            deadline = _seconds(wait) + self.timeout
+        return Job.from_pb(self._call("GetStatus", request, deadline))
+
+    def wait(self, job_id: str, timeout: Optional[Seconds] = None) -> Job:
+        """Blocks until the job is done (or `timeout` passes) and returns it."""
+        give_up = None if timeout is None else time.monotonic() + _seconds(timeout)
+        while True:
+            left = 300.0 if give_up is None else max(0.0, give_up - time.monotonic())
+            job = self.status(job_id, wait=min(left, 300.0))
+            if job.done or (give_up is not None and time.monotonic() >= give_up):
+                return job
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancels the job; FailedPrecondition if it already finished."""
+        return Job.from_pb(self._call("Cancel", pb.CancelRequest(id=job_id)))
+
+    def jobs(
+        self,
+        *,
+        state: Optional[str] = None,
+        kind: str = "",
+        queue: str = "",
+        labels: Optional[Mapping[str, str]] = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Up to `limit` jobs matching every filter, newest first (follows pages)."""
+        found: list[Job] = []
+        token = ""
+        while len(found) < limit:
+            request = pb.ListJobsRequest(
+                state=state_value(state) if state else 0,
+                kind=kind,
+                queue=queue,
+                labels=dict(labels or {}),
+                page_size=min(1000, limit - len(found)),
+                page_token=token,
+            )
+            page = self._call("ListJobs", request)
+            found += [Job.from_pb(job) for job in page.jobs]
+            token = page.next_page_token
+            if not token:
+                break
+        return found
+
+    def kinds(self) -> list[Kind]:
+        """Every job kind the server runs, with its pool and arguments."""
+        return [Kind.from_pb(k) for k in self._call("ListKinds", pb.ListKindsRequest()).kinds]
+
+    def watch(
+        self, job_id: str, *, after_seq: int = 0, reconnect_for: Seconds = 60.0
+    ) -> Iterator[Event]:
+        """Yields the job's events after `after_seq`, live, ending with the "finished" one.
+
+        If the stream breaks (the server restarts, the network drops) it reconnects and
+        resumes after the last event it yielded, with no gap and no duplicate, for up to
+        `reconnect_for` seconds of trying; then it raises Unavailable.
+        """
+        last = after_seq
+        broken_since: Optional[float] = None
+        while True:
+            stream = self._stub.WatchProgress(pb.WatchProgressRequest(id=job_id, after_seq=last))
+            try:
+                for message in stream:
+                    broken_since = None
+                    event = Event.from_pb(message)
+                    last = event.seq
+                    yield event
+                    if event.terminal:
+                        return
+                error: SpindleError = Unavailable(
+                    grpc.StatusCode.UNAVAILABLE, "the stream ended before the job finished"
+                )
+            except grpc.RpcError as rpc_error:
+                if rpc_error.code() not in _RETRYABLE:
+                    raise from_rpc_error(rpc_error) from None
+                error = from_rpc_error(rpc_error)
+            finally:
+                stream.cancel()
+            broken_since = broken_since or time.monotonic()
+            if time.monotonic() - broken_since > _seconds(reconnect_for):
+                raise error
+            time.sleep(0.2)
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    try:
+        message.update(values)
+    except (ValueError, TypeError) as error:
+        raise TypeError(f"args must be JSON-like (dict, list, str, number, bool, None): {error}")
+    return message

@@ -13,13 +13,21 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `spindle [args]` with its data and files under `dir`.
+    /// Starts `spindle [args]` on an ephemeral port with its data and files under `dir`.
     pub fn start(dir: &Path, args: &[&str]) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_spindle"));
+        command
             .args(args)
             .env("SPINDLE_ADDR", "127.0.0.1:0")
             .env("SPINDLE_FILES_DIR", dir.join("files"))
-            .env("SPINDLE_DATA_DIR", dir.join("data"))
+            .env("SPINDLE_DATA_DIR", dir.join("data"));
+        Process::spawn(command)
+    }
+
+    /// Spawns a prepared `spindle` command and returns once it serves (the address comes
+    /// from its log line, so no sleeps).
+    pub fn spawn(mut command: Command) -> Process {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

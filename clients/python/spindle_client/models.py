@@ -40,10 +40,22 @@ def _time(message, name: str) -> Optional[datetime]:
     return getattr(message, name).ToDatetime(tzinfo=timezone.utc)
 
 
+def plain(value: Any) -> Any:
+    """protobuf's Struct keeps every number as a double; give whole numbers back as int,
+    so {"steps": 4} reads back as 4, not 4.0, as it would from JSON."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
 def _value(message, name: str) -> Any:
     if not message.HasField(name):
         return None
-    return json_format.MessageToDict(getattr(message, name))
+    return plain(json_format.MessageToDict(getattr(message, name)))
 
 
 @dataclass(frozen=True)
@@ -117,7 +129,7 @@ class Job:
             id=msg.id,
             kind=msg.kind,
             state=state_name(msg.state),
-            args=json_format.MessageToDict(msg.args),
+            args=plain(json_format.MessageToDict(msg.args)),
             queue=msg.queue,
             priority=msg.priority,
             labels=dict(msg.labels),

@@ -44,6 +44,7 @@ def test_demo_sleep_watch_sees_every_state_and_progress_in_order(client):
     last = events[-1]
     assert last.type == "finished" and last.state == "succeeded"
     assert last.result == {"slept_seconds": 0.3, "steps": 3}
+    assert isinstance(last.result["steps"], int), "whole numbers read back as int"
     done = client.status(job.id)
     assert done.done and done.result == last.result and done.last_seq == last.seq
     assert done.labels == {"suite": "py"} and done.finished_at >= done.created_at

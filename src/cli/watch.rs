@@ -6,7 +6,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tonic::Code;
 
 use super::client::{CliError, Client, exit};
@@ -99,9 +99,13 @@ impl Display {
             let bar =
                 ProgressBar::with_draw_target(Some(FRACTION_SCALE), ProgressDrawTarget::stdout());
             let style = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] [{wide_bar}] {percent:>3}% {msg} ({per_sec}, eta {eta})",
+                "{spinner} [{elapsed_precise}] [{wide_bar}] {percent:>3}% {msg} ({rate}, eta {eta})",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            // indicatif's own {per_sec} prints four decimals; one is plenty for a person.
+            .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}/s", state.per_sec());
+            })
             .progress_chars("=> ");
             bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(120));

@@ -11,8 +11,12 @@ use futures_util::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
 use crate::engine::{Engine, EngineError};
+use crate::jobs::registry::FieldViolation;
 use crate::pb;
 use crate::pb::job_service_server::JobService;
+
+/// The most jobs one SubmitBatch may carry.
+pub const MAX_BATCH: usize = 1000;
 
 /// The JobService implementation.
 #[derive(Debug, Clone)]
@@ -44,6 +48,42 @@ impl JobService for JobApi {
             job: Some(convert::job_to_pb(job)),
             existing: submitted.existing,
         }))
+    }
+
+    async fn submit_batch(
+        &self,
+        request: Request<pb::SubmitBatchRequest>,
+    ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
+        let requests = request.into_inner().jobs;
+        if requests.is_empty() || requests.len() > MAX_BATCH {
+            return Err(status::invalid_field(FieldViolation {
+                field: "jobs".into(),
+                description: format!("must hold 1 to {MAX_BATCH} jobs, not {}", requests.len()),
+            }));
+        }
+        // Requests that do not even parse are answered here; the rest go to the engine.
+        let mut results: Vec<Option<pb::SubmitBatchResult>> = Vec::with_capacity(requests.len());
+        let mut specs = Vec::with_capacity(requests.len());
+        for request in requests {
+            match convert::submit_spec(request) {
+                Ok(spec) => {
+                    specs.push(spec);
+                    results.push(None);
+                }
+                Err(violations) => {
+                    let error = EngineError::InvalidRequest(violations);
+                    results.push(Some(status::batch_error(error)));
+                }
+            }
+        }
+        let mut submitted = self.engine.submit_many(specs).await?.into_iter();
+        let results = results
+            .into_iter()
+            .map(|done| done.or_else(|| submitted.next().map(status::batch_result)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Status::internal("the engine answered fewer jobs than it was given"))?;
+        tracing::debug!(jobs = results.len(), "batch submitted");
+        Ok(Response::new(pb::SubmitBatchResponse { results }))
     }
 
     async fn get_status(

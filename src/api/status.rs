@@ -7,6 +7,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::engine::EngineError;
 use crate::jobs::registry::{ArgsErrorKind, FieldViolation};
+use crate::pb;
 use crate::store::StoreError;
 
 /// INVALID_ARGUMENT (or another code) with field violations attached.
@@ -61,5 +62,47 @@ impl From<EngineError> for Status {
                 Status::unavailable("storage is unavailable; nothing was changed, retry later")
             }
         }
+    }
+}
+
+/// One job's outcome in a SubmitBatch answer: the job, or the status Submit would have
+/// failed with, as a message.
+pub fn batch_result(
+    outcome: Result<crate::engine::Submitted, EngineError>,
+) -> pb::SubmitBatchResult {
+    match outcome {
+        Ok(submitted) => pb::SubmitBatchResult {
+            outcome: Some(pb::submit_batch_result::Outcome::Submitted(
+                pb::SubmitResponse {
+                    job: Some(super::convert::job_to_pb(&submitted.job)),
+                    existing: submitted.existing,
+                },
+            )),
+        },
+        Err(e) => batch_error(e),
+    }
+}
+
+/// A refused job of a batch, mapped exactly as a refused Submit is.
+pub fn batch_error(error: EngineError) -> pb::SubmitBatchResult {
+    let status = Status::from(error);
+    let violations = status
+        .get_details_bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .into_iter()
+                .map(|v| pb::FieldViolation {
+                    field: v.field,
+                    description: v.description,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pb::SubmitBatchResult {
+        outcome: Some(pb::submit_batch_result::Outcome::Error(pb::SubmitError {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+            violations,
+        })),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::job::{Failure, FailureKind, Job, JobId, JobSpec, JobState};
+use super::job::{EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState};
 use super::run::StopReason;
 use super::{Engine, EngineError};
 use crate::store::Inserted;
@@ -26,6 +26,62 @@ impl Engine {
     /// a future `run_at`) and queues it; answers only once the store has it. A repeated
     /// idempotency key returns the existing job, or fails if the request differs.
     pub async fn submit(&self, spec: JobSpec) -> Result<Submitted, EngineError> {
+        let job = self.prepare(spec).await?;
+        self.go_live(&job);
+        let first = EventData::state_of(&job);
+        let inserted = self
+            .shared
+            .store
+            .insert(&job, &[first], job.created_at)
+            .await;
+        self.accept(job, inserted.map_err(EngineError::from))
+    }
+
+    /// Submits many jobs in one store commit. Each spec is checked on its own and gets its
+    /// own result, in order; the call as a whole fails (nothing stored) only if the store
+    /// does or the engine is shutting down.
+    pub async fn submit_many(
+        &self,
+        specs: Vec<JobSpec>,
+    ) -> Result<Vec<Result<Submitted, EngineError>>, EngineError> {
+        let mut results: Vec<Option<Result<Submitted, EngineError>>> = Vec::new();
+        let mut jobs = Vec::with_capacity(specs.len());
+        for spec in specs {
+            match self.prepare(spec).await {
+                Ok(job) => {
+                    jobs.push((results.len(), job));
+                    results.push(None);
+                }
+                Err(EngineError::ShuttingDown) => return Err(EngineError::ShuttingDown),
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let items: Vec<(Job, Vec<EventData>)> = jobs
+            .iter()
+            .map(|(_, job)| {
+                self.go_live(job);
+                (job.clone(), vec![EventData::state_of(job)])
+            })
+            .collect();
+        let now = self.now();
+        let inserted = match self.shared.store.insert_many(&items, now).await {
+            Ok(inserted) => inserted,
+            Err(e) => {
+                let mut state = self.lock();
+                for (_, job) in &jobs {
+                    state.live.remove(&job.id);
+                }
+                return Err(e.into());
+            }
+        };
+        for ((slot, job), inserted) in jobs.into_iter().zip(inserted) {
+            results[slot] = Some(self.accept(job, Ok(inserted)));
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Checks a spec against its kind and makes the job it describes (not stored yet).
+    async fn prepare(&self, spec: JobSpec) -> Result<Job, EngineError> {
         let kind =
             self.shared
                 .registry
@@ -39,12 +95,22 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         let retry = spec.retry.clone().unwrap_or_else(|| kind.retry().clone());
-        let now = self.now();
-        let mut job = Job::new(spec, retry, now);
+        Ok(Job::new(spec, retry, self.now()))
+    }
+
+    /// Gives the job its seq channel before it is stored, so a watcher that learns the id
+    /// from the store never misses its first events.
+    fn go_live(&self, job: &Job) {
         let (tx, _) = tokio::sync::watch::channel(0);
         self.lock().live.insert(job.id, tx);
-        let first = super::job::EventData::state_of(&job);
-        let inserted = self.shared.store.insert(&job, &[first], now).await;
+    }
+
+    /// Queues a stored job, or resolves a repeated idempotency key.
+    fn accept(
+        &self,
+        mut job: Job,
+        inserted: Result<Inserted, EngineError>,
+    ) -> Result<Submitted, EngineError> {
         match inserted {
             Ok(Inserted::Created(seq)) => {
                 job.last_seq = seq;
@@ -60,7 +126,7 @@ impl Engine {
             }
             Err(e) => {
                 self.lock().live.remove(&job.id);
-                Err(e.into())
+                Err(e)
             }
         }
     }

@@ -165,6 +165,37 @@ async fn idempotency_keys_are_unique_until_purged() {
 }
 
 #[tokio::test]
+async fn insert_many_answers_in_order_and_sees_keys_of_the_same_batch() {
+    each_store(|store| async move {
+        let now = SystemTime::now();
+        let (plain, mut keyed, mut again) = (job(), job(), job());
+        keyed.spec.idempotency_key = Some("batch".into());
+        again.spec.idempotency_key = Some("batch".into());
+        let items: Vec<(Job, Vec<EventData>)> = [&plain, &keyed, &again]
+            .into_iter()
+            .map(|j| (j.clone(), vec![queued(j)]))
+            .collect();
+        let answers = store.insert_many(&items, now).await.unwrap();
+        assert_eq!(answers[..2], [Inserted::Created(1), Inserted::Created(1)]);
+        let Inserted::Existing(existing) = &answers[2] else {
+            panic!("the key was taken earlier in the batch: {answers:?}");
+        };
+        assert_eq!(existing.id, keyed.id);
+        assert_eq!(store.unfinished().await.unwrap().len(), 2);
+        assert_eq!(
+            store
+                .events_after(plain.id, 0, 10)
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            1
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn sqlite_keeps_everything_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let now = SystemTime::now();

@@ -42,6 +42,28 @@ impl MemoryStore {
     }
 }
 
+impl Inner {
+    fn insert(&mut self, job: &Job, events: &[EventData], at: SystemTime) -> Inserted {
+        if let Some(key) = &job.spec.idempotency_key {
+            if let Some(existing) = self.keys.get(key).and_then(|id| self.jobs.get(id)) {
+                return Inserted::Existing(Box::new(existing.job.clone()));
+            }
+            self.keys.insert(key.clone(), job.id);
+        }
+        let mut entry = Entry {
+            job: job.clone(),
+            events: Vec::new(),
+        };
+        entry.job.last_seq = 0;
+        for data in events {
+            entry.push(data, at);
+        }
+        let seq = entry.job.last_seq;
+        self.jobs.insert(job.id, entry);
+        Inserted::Created(seq)
+    }
+}
+
 // === impl Entry ===
 
 impl Entry {
@@ -78,24 +100,19 @@ impl Store for MemoryStore {
         events: &[EventData],
         at: SystemTime,
     ) -> Result<Inserted, StoreError> {
+        Ok(self.lock().insert(job, events, at))
+    }
+
+    async fn insert_many(
+        &self,
+        items: &[(Job, Vec<EventData>)],
+        at: SystemTime,
+    ) -> Result<Vec<Inserted>, StoreError> {
         let mut inner = self.lock();
-        if let Some(key) = &job.spec.idempotency_key {
-            if let Some(existing) = inner.keys.get(key).and_then(|id| inner.jobs.get(id)) {
-                return Ok(Inserted::Existing(Box::new(existing.job.clone())));
-            }
-            inner.keys.insert(key.clone(), job.id);
-        }
-        let mut entry = Entry {
-            job: job.clone(),
-            events: Vec::new(),
-        };
-        entry.job.last_seq = 0;
-        for data in events {
-            entry.push(data, at);
-        }
-        let seq = entry.job.last_seq;
-        inner.jobs.insert(job.id, entry);
-        Ok(Inserted::Created(seq))
+        Ok(items
+            .iter()
+            .map(|(job, events)| inner.insert(job, events, at))
+            .collect())
     }
 
     async fn save(

@@ -86,6 +86,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes the whole job record (inserting it if new) and appends `events`, stamped
     /// `at`, in one step. Returns the seq of the last event (or the current one if none).
+    /// Inserts many jobs with their first events, all or nothing: the answers are in the
+    /// order of `items`. A repeated idempotency key (also within the batch) answers
+    /// `Existing`, as `insert` does.
+    async fn insert_many(
+        &self,
+        items: &[(Job, Vec<EventData>)],
+        at: SystemTime,
+    ) -> Result<Vec<Inserted>, StoreError>;
+
     async fn save(
         &self,
         job: &Job,

@@ -221,6 +221,17 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn insert_many(
+        &self,
+        items: &[(Job, Vec<EventData>)],
+        at: SystemTime,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        match self.write(Op::InsertMany(items.to_vec(), at)).await? {
+            Answer::InsertedMany(inserted) => Ok(inserted),
+            _ => Err(unavailable("unexpected answer from the writer")),
+        }
+    }
+
     async fn save(
         &self,
         job: &Job,

@@ -20,6 +20,8 @@ pub const MAX_BATCH: usize = 2048;
 /// A write request.
 pub enum Op {
     Insert(Job, Vec<EventData>, SystemTime),
+    /// Many inserts, all or nothing (one savepoint).
+    InsertMany(Vec<(Job, Vec<EventData>)>, SystemTime),
     Save(Job, Vec<EventData>, SystemTime),
     Append(JobId, Vec<EventData>, SystemTime),
     Purge(SystemTime),
@@ -30,6 +32,7 @@ pub enum Op {
 /// What a write request produced.
 pub enum Answer {
     Inserted(Inserted),
+    InsertedMany(Vec<Inserted>),
     Seq(u64),
     Count(usize),
 }
@@ -104,6 +107,11 @@ impl Writer {
     fn apply(&self, op: &Op) -> Result<Answer, StoreError> {
         match op {
             Op::Insert(job, events, at) => self.insert(job, events, *at).map(Answer::Inserted),
+            Op::InsertMany(items, at) => items
+                .iter()
+                .map(|(job, events)| self.insert(job, events, *at))
+                .collect::<Result<_, _>>()
+                .map(Answer::InsertedMany),
             Op::Save(job, events, at) => self.save(job, events, *at).map(Answer::Seq),
             Op::Append(id, events, at) => self.append(*id, events, *at).map(Answer::Seq),
             Op::Purge(now) => self.purge(*now).map(Answer::Count),

@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut compiler = protox::Compiler::new(["proto"])?;
     // Imports (google/protobuf/*) must be in the set, or reflection cannot describe our types.
     compiler.include_imports(true).include_source_info(true);
-    compiler.open_files(["spindle/v1/spindle.proto"])?;
+    compiler.open_files(["spindle/v1/spindle.proto", "spindle/v1/bench.proto"])?;
     std::fs::write(
         out_dir.join("spindle_descriptor.bin"),
         compiler.encode_file_descriptor_set(),

@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod exec;

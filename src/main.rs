@@ -26,6 +26,9 @@ async fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(ref args)) => args.clone(),
         None => ServeArgs::default(),
+        Some(Command::Bench(ref args)) => {
+            return ExitCode::from(spindle::cli::bench::run(args.clone(), cli.json).await);
+        }
         Some(_) => return ExitCode::from(spindle::cli::run_client(cli).await),
     };
     spindle::telemetry::init();

@@ -17,10 +17,12 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::JobApi;
+use crate::api::echo::EchoApi;
 use crate::engine::{Engine, EngineConfig};
 use crate::jobs::files::FilesDir;
 use crate::jobs::registry::JobKind;
 use crate::pb;
+use crate::pb::bench_server::BenchServer;
 use crate::pb::job_service_server::JobServiceServer;
 use crate::store::{MemoryStore, SqliteStore, Store, StoreError};
 
@@ -50,6 +52,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// How long running jobs get to finish at shutdown before they are cancelled.
     pub shutdown_grace: Duration,
+    /// Also serve `spindle.v1.Bench/Echo`, the benchmark's no-work reference RPC.
+    pub bench_echo: bool,
 }
 
 impl Default for ServeConfig {
@@ -61,6 +65,7 @@ impl Default for ServeConfig {
             files_dir: PathBuf::from("spindle-files"),
             engine: EngineConfig::default(),
             shutdown_grace: Duration::from_secs(30),
+            bench_echo: false,
         }
     }
 }
@@ -152,6 +157,7 @@ impl Spindle {
             listener,
             engine,
             grace: self.config.shutdown_grace,
+            bench_echo: self.config.bench_echo,
         })
     }
 }
@@ -176,6 +182,7 @@ pub struct Prepared {
     listener: TcpListener,
     engine: Engine,
     grace: Duration,
+    bench_echo: bool,
 }
 
 impl Prepared {
@@ -190,7 +197,10 @@ impl Prepared {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let addr = self.listener.local_addr().map_err(ServeError::Listener)?;
-        serve_engine(self.listener, addr, self.engine, self.grace, shutdown).await
+        let echo = self
+            .bench_echo
+            .then(|| BenchServer::new(EchoApi::default()));
+        serve_engine(self.listener, addr, self.engine, echo, self.grace, shutdown).await
     }
 }
 
@@ -198,6 +208,7 @@ async fn serve_engine(
     listener: TcpListener,
     addr: SocketAddr,
     engine: Engine,
+    echo: Option<BenchServer<EchoApi>>,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -217,7 +228,8 @@ async fn serve_engine(
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(jobs);
+        .add_service(jobs)
+        .add_optional_service(echo);
     // Small stream messages must not wait for Nagle's algorithm and delayed ACKs (~40 ms a
     // message); keepalive finds dead peers that would hold a watch open forever.
     let incoming = TcpIncoming::from(listener)

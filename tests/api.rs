@@ -94,13 +94,16 @@ async fn list_kinds_describes_every_builtin_with_its_args() {
         names,
         [
             "demo.cpu",
+            "demo.noop",
+            "demo.progress",
             "demo.sleep",
             "file.checksum",
             "http.request",
             "image.thumbnail"
         ]
     );
-    let sleep = &kinds[1];
+    let kind = |name: &str| kinds.iter().find(|k| k.name == name).unwrap();
+    let sleep = kind("demo.sleep");
     assert_eq!(sleep.pool, pb::Pool::Io as i32);
     assert!(!sleep.description.is_empty());
     let seconds = sleep.fields.iter().find(|f| f.name == "seconds").unwrap();
@@ -114,7 +117,7 @@ async fn list_kinds_describes_every_builtin_with_its_args() {
             .fields
             .contains_key("properties")
     );
-    let checksum = &kinds[2];
+    let checksum = kind("file.checksum");
     assert_eq!(checksum.pool, pb::Pool::Cpu as i32);
     let algorithm = checksum
         .fields

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value as Json};
 
+use crate::engine::Stats;
 use crate::engine::job::{
     AttemptFailure, Event, EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState, Pool,
     Progress, RetryPolicy,
@@ -460,6 +461,20 @@ pub fn event_to_pb(id: JobId, event: &Event) -> pb::JobEvent {
         seq: event.seq,
         at: Some(timestamp(event.at)),
         payload: Some(payload),
+    }
+}
+
+pub fn stats_to_pb(stats: &Stats) -> pb::Stats {
+    pb::Stats {
+        queued: stats.queued,
+        delayed: stats.delayed,
+        running: stats.running,
+        submitted_total: stats.submitted_total,
+        succeeded_total: stats.succeeded_total,
+        failed_total: stats.failed_total,
+        cancelled_total: stats.cancelled_total,
+        watchers: stats.watchers,
+        started_at: Some(timestamp(stats.started_at)),
     }
 }
 

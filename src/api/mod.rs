@@ -3,6 +3,7 @@
 //! ([`status`]). No scheduling logic lives here.
 
 pub mod convert;
+pub mod echo;
 pub mod status;
 
 use std::pin::Pin;
@@ -139,6 +140,13 @@ impl JobService for JobApi {
             jobs: jobs.iter().map(convert::job_to_pb).collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
         }))
+    }
+
+    async fn get_stats(
+        &self,
+        _request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::Stats>, Status> {
+        Ok(Response::new(convert::stats_to_pb(&self.engine.stats())))
     }
 
     async fn list_kinds(

@@ -11,6 +11,7 @@ macro_rules! out {
     };
 }
 
+pub mod bench;
 pub mod client;
 mod render;
 pub mod watch;
@@ -61,6 +62,8 @@ pub enum Command {
     Jobs(JobsArgs),
     /// List the job kinds the server runs, with their arguments.
     Kinds,
+    /// Measure throughput and latency (workloads W1-W7) and print a table.
+    Bench(bench::BenchArgs),
 }
 
 /// Flags of `spindle submit`.
@@ -165,7 +168,7 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
     let (server, json) = (cli.server.as_str(), cli.json);
     let mut c = client::connect(server).await?;
     match command {
-        Command::Serve(_) => {}
+        Command::Serve(_) | Command::Bench(_) => {}
         Command::Submit(args) => {
             let job = client::submit(&mut c, server, &args).await?;
             if json {
@@ -238,6 +241,9 @@ pub struct ServeArgs {
     /// Time running jobs get to finish at shutdown before they are cancelled, e.g. 30s.
     #[arg(long, env = "SPINDLE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Also serve spindle.v1.Bench/Echo, the no-work RPC `spindle bench` compares against.
+    #[arg(long, env = "SPINDLE_BENCH_ECHO")]
+    pub bench_echo: bool,
 }
 
 impl Default for ServeArgs {
@@ -279,6 +285,7 @@ impl ServeArgs {
             files_dir: self.files_dir.clone(),
             engine,
             shutdown_grace: self.shutdown_grace,
+            bench_echo: self.bench_echo,
         }
     }
 }
@@ -352,5 +359,15 @@ mod tests {
         let args = ServeArgs::default();
         assert_eq!(args.addr.to_string(), "127.0.0.1:50051");
         assert_eq!(args.config().shutdown_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // Catches clashing flag names (a subcommand's --json against the global one) that
+        // would otherwise only panic when that subcommand is parsed.
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let bench = Cli::parse_from(["spindle", "bench", "--smoke", "--json", "--only", "W1,W3"]);
+        assert!(bench.json && matches!(bench.command, Some(Command::Bench(_))));
     }
 }

@@ -15,10 +15,12 @@ pub mod job;
 mod queue;
 mod run;
 mod schedule;
+mod stats;
 mod submit;
 mod watch;
 
 pub use error::EngineError;
+pub use stats::Stats;
 pub use submit::Submitted;
 pub use watch::EventStream;
 
@@ -100,6 +102,8 @@ struct Shared {
     /// Dispatchers, scheduler, purger: they end when `stopping` is cancelled.
     background: TaskTracker,
     watchers: AtomicUsize,
+    totals: stats::Totals,
+    started_at: SystemTime,
 }
 
 /// A pool's free slots and the signal that work is waiting for one.
@@ -156,6 +160,8 @@ impl Engine {
             running_tasks: TaskTracker::new(),
             background: TaskTracker::new(),
             watchers: AtomicUsize::new(0),
+            totals: stats::Totals::default(),
+            started_at: SystemTime::now(),
         };
         let engine = Engine {
             shared: Arc::new(shared),
@@ -273,6 +279,7 @@ impl Engine {
         let seq = self.shared.store.save(job, &[finished], now).await;
         let tx = self.lock().live.remove(&job.id);
         job.last_seq = seq?;
+        self.shared.totals.finished(job.state);
         if let Some(tx) = tx {
             tx.send_replace(job.last_seq);
         }

@@ -114,6 +114,7 @@ impl Engine {
         match inserted {
             Ok(Inserted::Created(seq)) => {
                 job.last_seq = seq;
+                self.shared.totals.submitted();
                 self.enqueue(job.clone());
                 Ok(Submitted {
                     job,

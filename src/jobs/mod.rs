@@ -5,6 +5,7 @@ pub mod checksum;
 pub mod cpu;
 pub mod files;
 pub mod http;
+pub mod noop;
 pub mod registry;
 pub mod sleep;
 pub mod thumbnail;
@@ -20,6 +21,8 @@ pub fn builtins(files: FilesDir) -> Registry {
     let mut registry = Registry::new();
     registry.register(sleep::kind());
     registry.register(cpu::kind());
+    registry.register(noop::noop_kind());
+    registry.register(noop::progress_kind());
     registry.register(checksum::kind(files.clone()));
     registry.register(thumbnail::kind(files));
     let client = reqwest::Client::builder()

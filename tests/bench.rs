@@ -1,0 +1,64 @@
+//! `spindle bench --smoke` keeps working: every workload completes against both stores
+//! and its figures are sane (finite, positive, percentiles in order). Never a timing
+//! threshold: the figures themselves are for BENCHMARKS.md, not for tests.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn figure(rows: &[Value], workload: &str, what: &str, store: &str) -> f64 {
+    rows.iter()
+        .find(|r| r["workload"] == workload && r["what"] == what && r["store"] == store)
+        .and_then(|r| r["runs"][0].as_f64())
+        .unwrap_or_else(|| panic!("no figure {workload} {what:?} on {store}"))
+}
+
+#[test]
+fn smoke_run_covers_every_workload_on_both_stores_with_sane_figures() {
+    let out = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["bench", "--smoke", "--json"])
+        .output()
+        .expect("run spindle bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let rows = report["rows"].as_array().expect("rows");
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+
+    let seen: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["workload"].as_str().unwrap().into(),
+                r["store"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "W7"] {
+        for store in ["memory", "sqlite"] {
+            assert!(
+                seen.contains(&(workload.into(), store.into())),
+                "{workload} on {store}"
+            );
+        }
+    }
+    for row in rows {
+        let value = row["runs"][0].as_f64().expect("a number");
+        assert!(value.is_finite() && value > 0.0, "not a sane figure: {row}");
+    }
+    for store in ["memory", "sqlite"] {
+        let (p50, p99) = (
+            figure(rows, "W3", "round trip p50", store),
+            figure(rows, "W3", "round trip p99", store),
+        );
+        assert!(p50 <= p99, "W3 percentiles out of order on {store}");
+        let seen = figure(
+            rows,
+            "W4",
+            "progress events seen per watcher, 20 watchers",
+            store,
+        );
+        assert!(seen >= 1.0, "watchers saw progress on {store}");
+    }
+}

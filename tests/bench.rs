@@ -45,7 +45,16 @@ fn smoke_run_covers_every_workload_on_both_stores_with_sane_figures() {
     }
     for row in rows {
         let value = row["runs"][0].as_f64().expect("a number");
-        assert!(value.is_finite() && value > 0.0, "not a sane figure: {row}");
+        // Memory growth may be 0 at smoke sizes (the allocator had the pages already).
+        let least = if row["unit"] == "bytes" {
+            0.0
+        } else {
+            f64::MIN_POSITIVE
+        };
+        assert!(
+            value.is_finite() && value >= least,
+            "not a sane figure: {row}"
+        );
     }
     for store in ["memory", "sqlite"] {
         let (p50, p99) = (

@@ -23,7 +23,7 @@ async fn serves_by_default_and_stops_on_sigterm() {
         .list_kinds(spindle::pb::ListKindsRequest {})
         .await
         .unwrap();
-    assert_eq!(kinds.into_inner().kinds.len(), 5);
+    assert_eq!(kinds.into_inner().kinds.len(), 7);
     let started = Instant::now();
     server.signal(Signal::TERM);
     assert!(server.wait_exit(Duration::from_secs(10)).success());

@@ -119,7 +119,7 @@ async fn submit_watch_status_jobs_and_kinds() {
         "{kinds}"
     );
     let kinds = json_lines(&spindle(&url, &["kinds", "--json"]).await.stdout);
-    assert_eq!(kinds.len(), 5);
+    assert_eq!(kinds.len(), 7);
 }
 
 #[tokio::test(flavor = "multi_thread")]

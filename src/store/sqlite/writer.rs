@@ -1,8 +1,10 @@
 //! The writer thread: the one owner of the write connection. Requests arrive on a channel;
 //! the thread takes whatever is waiting (up to [`MAX_BATCH`]), applies it in one
-//! transaction with a savepoint per request, commits once (one fsync), and only then
-//! answers each request. Idle, a lone request commits at once; under load, hundreds share a
-//! commit. No database work ever runs on a tokio worker thread.
+//! transaction, commits once (one fsync), and only then answers each request. A storage
+//! error rolls the whole batch back (no request is ever half-stored); a refusal (unknown
+//! job) is decided before its request writes anything, so it costs the others nothing.
+//! Idle, a lone request commits at once; under load, hundreds share a commit. No database
+//! work ever runs on a tokio worker thread.
 
 use std::sync::mpsc;
 use std::time::SystemTime;
@@ -20,7 +22,7 @@ pub const MAX_BATCH: usize = 2048;
 /// A write request.
 pub enum Op {
     Insert(Job, Vec<EventData>, SystemTime),
-    /// Many inserts, all or nothing (one savepoint).
+    /// Many inserts, in one request.
     InsertMany(Vec<(Job, Vec<EventData>)>, SystemTime),
     Save(Job, Vec<EventData>, SystemTime),
     Append(JobId, Vec<EventData>, SystemTime),
@@ -66,21 +68,30 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 impl Writer {
     fn commit(&self, batch: Vec<(Op, Reply)>) {
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = self.cached("BEGIN IMMEDIATE") {
             return answer_all(batch, &unavailable(e));
         }
         let mut outcomes = Vec::with_capacity(batch.len());
         for (op, reply) in batch {
-            let outcome = self.in_savepoint(&op);
+            let outcome = self.apply(&op);
+            if let Err(StoreError::Unavailable(why)) = &outcome {
+                // A storage error may have left this request half-applied: undo the whole
+                // batch rather than commit a part of it. (Refusals such as an unknown job
+                // are decided before anything is written, so they cost nobody else.)
+                let _ = self.conn.execute_batch("ROLLBACK");
+                tracing::error!(error = %why, "write failed; nothing in this batch was stored");
+                let e = unavailable(why);
+                answer_all(outcomes.into_iter().map(|(_, r)| ((), r)).collect(), &e);
+                let _ = reply.send(Err(e));
+                return;
+            }
             outcomes.push((outcome, reply));
         }
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
+        if let Err(e) = self.cached("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
             tracing::error!(error = %e, "commit failed; nothing in this batch was stored");
             let e = unavailable(e);
-            for (_, reply) in outcomes {
-                let _ = reply.send(Err(e.clone()));
-            }
+            answer_all(outcomes.into_iter().map(|(_, r)| ((), r)).collect(), &e);
             return;
         }
         for (outcome, reply) in outcomes {
@@ -89,19 +100,9 @@ impl Writer {
         }
     }
 
-    /// Applies one request; on failure its writes are undone and the others stand.
-    fn in_savepoint(&self, op: &Op) -> Result<Answer, StoreError> {
-        self.conn
-            .execute_batch("SAVEPOINT op")
-            .map_err(unavailable)?;
-        let outcome = self.apply(op);
-        let end = if outcome.is_ok() {
-            "RELEASE op"
-        } else {
-            "ROLLBACK TO op; RELEASE op"
-        };
-        self.conn.execute_batch(end).map_err(unavailable)?;
-        outcome
+    /// Runs a parameterless statement through the statement cache (no parsing each time).
+    fn cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 
     fn apply(&self, op: &Op) -> Result<Answer, StoreError> {
@@ -149,7 +150,7 @@ impl Writer {
         self.conn
             .prepare_cached(
                 "INSERT INTO jobs (id, state, kind, queue, idempotency_key, expires_at_ms, last_seq, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -160,10 +161,33 @@ impl Writer {
                     job.spec.idempotency_key,
                     job.expires_at.map(ms),
                     super::record_json(job)?,
+                    events.len() as i64,
                 ])
             })
             .map_err(unavailable)?;
-        self.append(job.id, events, at).map(Inserted::Created)
+        // A new job's log starts at seq 1: no need to read or update last_seq.
+        let blob = id_blob(job.id);
+        for (seq, data) in (1..).zip(events) {
+            self.insert_event(&blob, seq, data, at)?;
+        }
+        Ok(Inserted::Created(events.len() as u64))
+    }
+
+    fn insert_event(
+        &self,
+        blob: &[u8],
+        seq: i64,
+        data: &EventData,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(data).map_err(unavailable)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (job_id, seq, at_ms, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![blob, seq, ms(at), event_kind(data), json]))
+            .map(drop)
+            .map_err(unavailable)
     }
 
     fn save(&self, job: &Job, events: &[EventData], at: SystemTime) -> Result<u64, StoreError> {
@@ -211,11 +235,7 @@ impl Writer {
                 self.replace_progress(&blob, seq, progress)?;
             }
             seq += 1;
-            let json = serde_json::to_string(data).map_err(unavailable)?;
-            self.conn
-                .prepare_cached("INSERT INTO events (job_id, seq, at_ms, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .and_then(|mut s| s.execute(params![blob, seq, ms(at), event_kind(data), json]))
-                .map_err(unavailable)?;
+            self.insert_event(&blob, seq, data, at)?;
         }
         if !events.is_empty() {
             self.conn
@@ -265,7 +285,7 @@ impl Writer {
     }
 }
 
-fn answer_all(batch: Vec<(Op, Reply)>, error: &StoreError) {
+fn answer_all<T>(batch: Vec<(T, Reply)>, error: &StoreError) {
     for (_, reply) in batch {
         let _ = reply.send(Err(error.clone()));
     }

@@ -26,7 +26,7 @@ async fn submit_batch(
         .collect())
 }
 
-fn submitted(outcome: &Outcome) -> &pb::SubmitResponse {
+fn submitted(outcome: &Outcome) -> &pb::SubmittedJob {
     match outcome {
         Outcome::Submitted(s) => s,
         Outcome::Error(e) => panic!("refused: {e:?}"),
@@ -66,8 +66,8 @@ async fn each_job_gets_its_own_result_in_order_and_refusals_do_not_stop_the_rest
     assert_eq!(refused(&outcomes[4]).violations[0].field, "queue");
 
     for accepted in [&outcomes[0], &outcomes[5]] {
-        let job = submitted(accepted).job.as_ref().expect("job");
-        assert_eq!(state(job), pb::JobState::Queued);
+        let job = submitted(accepted);
+        assert_eq!(job.state(), pb::JobState::Queued);
         let done = server.finish(&job.id).await;
         assert_eq!(state(&done), pb::JobState::Succeeded, "{done:?}");
         assert_eq!(
@@ -89,7 +89,7 @@ async fn a_repeated_idempotency_key_inside_a_batch_returns_the_first_job() {
         .expect("batch");
     let (a, b) = (submitted(&outcomes[0]), submitted(&outcomes[1]));
     assert!(!a.existing && b.existing);
-    assert_eq!(a.job.as_ref().unwrap().id, b.job.as_ref().unwrap().id);
+    assert_eq!(a.id, b.id);
     assert_eq!(refused(&outcomes[2]).code, Code::AlreadyExists as i32);
 }
 
@@ -121,10 +121,7 @@ async fn a_full_batch_of_1000_is_stored_and_survives_a_restart() {
         nanos: 0,
     });
     let outcomes = submit_batch(&server, vec![one; 1000]).await.expect("batch");
-    let ids: Vec<String> = outcomes
-        .iter()
-        .map(|o| submitted(o).job.as_ref().unwrap().id.clone())
-        .collect();
+    let ids: Vec<String> = outcomes.iter().map(|o| submitted(o).id.clone()).collect();
     server = server.restart(|_| {}, |s| s).await;
     for id in [&ids[0], &ids[499], &ids[999]] {
         assert_eq!(state(&server.status(id).await), pb::JobState::Scheduled);

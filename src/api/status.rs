@@ -73,8 +73,9 @@ pub fn batch_result(
     match outcome {
         Ok(submitted) => pb::SubmitBatchResult {
             outcome: Some(pb::submit_batch_result::Outcome::Submitted(
-                pb::SubmitResponse {
-                    job: Some(super::convert::job_to_pb(&submitted.job)),
+                pb::SubmittedJob {
+                    id: submitted.job.id.to_string(),
+                    state: super::convert::state_to_pb(submitted.job.state) as i32,
                     existing: submitted.existing,
                 },
             )),

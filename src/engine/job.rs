@@ -96,16 +96,23 @@ pub struct JobSpec {
     pub args: Value,
     pub queue: String,
     pub priority: i32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// Not before this time (SCHEDULED until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<SystemTime>,
     /// Not before this long after submission; the engine turns it into `run_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<Duration>,
     /// `None`: the kind's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// How long to keep the job once finished; `None`: the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Duration>,
 }
 
@@ -278,22 +285,31 @@ pub struct Job {
     pub spec: JobSpec,
     pub state: JobState,
     pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
     pub created_at: SystemTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<SystemTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<SystemTime>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
     /// The seq of the latest event in the job's log; the store keeps it current.
     pub last_seq: u64,
     /// When a SCHEDULED or RETRY_WAIT job is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<SystemTime>,
     /// The policy in force.
     pub retry: RetryPolicy,
     /// Every failed attempt, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<AttemptFailure>,
     /// When a finished job will be purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<SystemTime>,
 }
 

@@ -3,6 +3,7 @@
 //! a small pool of read-only connections on tokio's blocking pool, beside the writer.
 //! A write is acknowledged only after its transaction has committed to disk.
 
+mod checkpoint;
 mod schema;
 mod writer;
 
@@ -58,9 +59,14 @@ impl SqliteStore {
         let conn = schema::open_writer(&path)?;
         let node = format!("spindle-{}", JobId::new());
         let (tx, rx) = mpsc::channel();
+        let checkpoint_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("spindle-db-writer".into())
-            .spawn(move || writer::run(conn, node, rx))
+            .spawn(move || {
+                // Declared first, dropped last: stops after the writer's final commit.
+                let _checkpointer = checkpoint::Checkpointer::start(&checkpoint_path);
+                writer::run(conn, node, rx);
+            })
             .map_err(|e| StoreError::Refused(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             path,

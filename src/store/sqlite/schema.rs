@@ -79,6 +79,12 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         .map_err(|e| refuse(path, e))?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(|e| refuse(path, e))?;
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        super::checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
+    )
+    .map_err(|e| refuse(path, e))?;
     migrate(&conn, version).map_err(|e| refuse(path, format!("migration failed: {e}")))?;
     Ok(conn)
 }

@@ -177,7 +177,9 @@ async fn failed_attempts_wait_with_backoff_and_keep_each_error() {
         } = &event.data
         {
             let run_at = run_at.expect("retry time");
-            waits.push(run_at.duration_since(event.at).unwrap());
+            // Event times are whole milliseconds; the wait is exact to the millisecond.
+            let wait = run_at.duration_since(event.at).unwrap();
+            waits.push(Duration::from_millis(wait.as_millis() as u64));
             assert!(error.as_ref().unwrap().message.contains("failed"));
             let seen = f.engine.get(job.id).await.unwrap();
             assert!(seen.state == JobState::RetryWait || seen.attempt > 1);

@@ -343,6 +343,13 @@ impl Job {
     }
 }
 
+/// An event's time as every store keeps it: whole milliseconds since the Unix epoch.
+pub fn whole_millis(t: SystemTime) -> SystemTime {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let millis = Duration::from_millis(since.as_millis() as u64);
+    std::time::UNIX_EPOCH + millis
+}
+
 /// One entry of a job's event log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {

@@ -12,6 +12,7 @@ pub mod clock;
 mod dispatch;
 pub mod error;
 pub mod job;
+mod live;
 mod queue;
 mod run;
 mod schedule;
@@ -38,6 +39,7 @@ use crate::jobs::registry::Registry;
 use crate::store::{ListQuery, Store};
 use clock::Clock;
 use job::{EventData, Failure, FailureKind, Job, JobId, JobState, Pool};
+use live::LiveLog;
 use queue::{DelaySet, PoolQueues};
 use run::{RunControl, StopReason};
 
@@ -118,8 +120,8 @@ struct State {
     delayed: DelaySet,
     running: HashMap<JobId, Arc<RunControl>>,
     running_per_queue: HashMap<String, usize>,
-    /// One sender per non-terminal job, carrying its latest seq to watchers.
-    live: HashMap<JobId, watch_channel::Sender<u64>>,
+    /// One sender per non-terminal job, carrying the newest part of its log to watchers.
+    live: HashMap<JobId, watch_channel::Sender<LiveLog>>,
 }
 
 fn pool_index(pool: Pool) -> usize {
@@ -262,9 +264,10 @@ impl Engine {
 
     /// Stores a job with the event of its new non-terminal state and tells its watchers.
     async fn record_state(&self, job: &mut Job) -> Result<(), EngineError> {
-        let event = EventData::state_of(job);
-        job.last_seq = self.shared.store.save(job, &[event], self.now()).await?;
-        self.publish(job.id, job.last_seq);
+        let events = [EventData::state_of(job)];
+        let now = self.now();
+        job.last_seq = self.shared.store.save(job, &events, now).await?;
+        self.publish(job.id, &events, job.last_seq, now);
         Ok(())
     }
 
@@ -275,26 +278,36 @@ impl Engine {
         job.finished_at = Some(now);
         let retention = job.spec.retention.unwrap_or(self.shared.config.retention);
         job.expires_at = now.checked_add(retention);
-        let finished = EventData::finished(job);
-        let seq = self.shared.store.save(job, &[finished], now).await;
+        let events = [EventData::finished(job)];
+        let seq = self.shared.store.save(job, &events, now).await;
         let tx = self.lock().live.remove(&job.id);
         job.last_seq = seq?;
         self.shared.totals.finished(job.state);
         if let Some(tx) = tx {
-            tx.send_replace(job.last_seq);
+            // The last value stays readable after the sender is gone: watchers take the
+            // terminal event from memory too.
+            tx.send_modify(|log| log.appended(&events, job.last_seq, now));
         }
         Ok(())
     }
 
-    /// A receiver of the job's latest seq, if the job is not terminal.
-    fn subscribe(&self, id: JobId) -> Option<watch_channel::Receiver<u64>> {
+    /// A receiver of the job's live log, if the job is not terminal.
+    fn subscribe(&self, id: JobId) -> Option<watch_channel::Receiver<LiveLog>> {
         self.lock().live.get(&id).map(|tx| tx.subscribe())
     }
 
-    /// Tells the job's watchers that its log now ends at `seq`.
-    fn publish(&self, id: JobId, seq: u64) {
-        if let Some(tx) = self.lock().live.get(&id) {
-            tx.send_replace(seq);
+    /// Makes a job's live log (starting after `last_seq`) before anything else can watch it.
+    fn go_live(&self, id: JobId, last_seq: u64) {
+        let (tx, _) = watch_channel::channel(LiveLog::starting_at(last_seq));
+        self.lock().live.insert(id, tx);
+    }
+
+    /// Adds events the store has just appended (the last one at `seq`) to the job's live
+    /// log and wakes its watchers.
+    fn publish(&self, id: JobId, events: &[EventData], seq: u64, at: SystemTime) {
+        let tx = self.lock().live.get(&id).cloned();
+        if let Some(tx) = tx {
+            tx.send_modify(|log| log.appended(events, seq, at));
         }
     }
 

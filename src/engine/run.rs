@@ -255,13 +255,9 @@ async fn flush(engine: &Engine, job: &Job, ctx: &JobContext) {
     if events.is_empty() {
         return;
     }
-    match engine
-        .shared
-        .store
-        .append(job.id, &events, engine.now())
-        .await
-    {
-        Ok(seq) => engine.publish(job.id, seq),
+    let now = engine.now();
+    match engine.shared.store.append(job.id, &events, now).await {
+        Ok(seq) => engine.publish(job.id, &events, seq, now),
         Err(e) => tracing::warn!(error = %e, "could not record progress"),
     }
 }

@@ -72,8 +72,7 @@ impl Engine {
         let jobs = self.shared.store.unfinished().await?;
         let (mut requeued, mut interrupted_jobs) = (0usize, 0usize);
         for mut job in jobs {
-            let (tx, _) = tokio::sync::watch::channel(job.last_seq);
-            self.lock().live.insert(job.id, tx);
+            self.go_live(job.id, job.last_seq);
             if job.state == JobState::Running {
                 interrupted_jobs += 1;
                 self.recover_interrupted(&mut job).await?;

@@ -1,7 +1,7 @@
 //! Accepting and cancelling jobs: the two operations that put a job into, or take it out
 //! of, the engine's waiting structures on a client's request.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::job::{EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState};
 use super::run::StopReason;
@@ -27,14 +27,11 @@ impl Engine {
     /// idempotency key returns the existing job, or fails if the request differs.
     pub async fn submit(&self, spec: JobSpec) -> Result<Submitted, EngineError> {
         let job = self.prepare(spec).await?;
-        self.go_live(&job);
+        self.go_live(job.id, 0);
         let first = EventData::state_of(&job);
-        let inserted = self
-            .shared
-            .store
-            .insert(&job, &[first], job.created_at)
-            .await;
-        self.accept(job, inserted.map_err(EngineError::from))
+        let at = job.created_at;
+        let inserted = self.shared.store.insert(&job, &[first], at).await;
+        self.accept(job, inserted.map_err(EngineError::from), at)
     }
 
     /// Submits many jobs in one store commit. Each spec is checked on its own and gets its
@@ -59,7 +56,7 @@ impl Engine {
         let items: Vec<(Job, Vec<EventData>)> = jobs
             .iter()
             .map(|(_, job)| {
-                self.go_live(job);
+                self.go_live(job.id, 0);
                 (job.clone(), vec![EventData::state_of(job)])
             })
             .collect();
@@ -75,7 +72,7 @@ impl Engine {
             }
         };
         for ((slot, job), inserted) in jobs.into_iter().zip(inserted) {
-            results[slot] = Some(self.accept(job, Ok(inserted)));
+            results[slot] = Some(self.accept(job, Ok(inserted), now));
         }
         Ok(results.into_iter().flatten().collect())
     }
@@ -98,22 +95,17 @@ impl Engine {
         Ok(Job::new(spec, retry, self.now()))
     }
 
-    /// Gives the job its seq channel before it is stored, so a watcher that learns the id
-    /// from the store never misses its first events.
-    fn go_live(&self, job: &Job) {
-        let (tx, _) = tokio::sync::watch::channel(0);
-        self.lock().live.insert(job.id, tx);
-    }
-
     /// Queues a stored job, or resolves a repeated idempotency key.
     fn accept(
         &self,
         mut job: Job,
         inserted: Result<Inserted, EngineError>,
+        at: SystemTime,
     ) -> Result<Submitted, EngineError> {
         match inserted {
             Ok(Inserted::Created(seq)) => {
                 job.last_seq = seq;
+                self.publish(job.id, &[EventData::state_of(&job)], seq, at);
                 self.shared.totals.submitted();
                 self.enqueue(job.clone());
                 Ok(Submitted {

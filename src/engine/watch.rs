@@ -1,10 +1,11 @@
 //! Watching a job: a cursor over its event log. A watcher reads the events after its
-//! cursor from the store (replay and live reading are the same operation), hands them out,
-//! and waits on the job's seq channel for more. There is no per-watcher queue, so the job
-//! never waits for a watcher and a slow watcher only reads a bigger batch next time (in
-//! which superseded progress has already been coalesced away by the store).
+//! cursor (replay and live reading are the same operation) from the job's live log in
+//! memory when that covers the cursor, else from the store; hands them out; and waits on
+//! the live log's channel for more. There is no per-watcher queue, so the job never waits
+//! for a watcher and a slow watcher only reads a bigger batch next time (in which
+//! superseded progress has already been coalesced away).
 //!
-//! No gap and no duplicate: the watcher subscribes to the seq channel *before* its first
+//! No gap and no duplicate: the watcher subscribes to the channel *before* its first
 //! read, so every append after that read wakes it, and it only ever asks for seq > cursor.
 
 use std::collections::VecDeque;
@@ -15,6 +16,7 @@ use futures_util::Stream;
 use tokio::sync::watch;
 
 use super::job::{Event, JobId};
+use super::live::LiveLog;
 use super::{Engine, EngineError};
 
 /// Events read from the store per batch; bounds a watcher's memory.
@@ -28,7 +30,10 @@ struct Watcher {
     id: JobId,
     cursor: u64,
     /// `None` once the job is terminal (its channel is gone).
-    seqs: Option<watch::Receiver<u64>>,
+    /// The job's live log while it runs; None if it had finished when the watch began.
+    seqs: Option<watch::Receiver<LiveLog>>,
+    /// The job finished (its live log will not grow): once drained, the stream ends.
+    ended: bool,
     buffer: VecDeque<Event>,
     done: bool,
     _count: WatcherCount,
@@ -66,6 +71,7 @@ impl Engine {
             id,
             cursor: after_seq,
             seqs,
+            ended: false,
             buffer: first.into(),
             done: false,
             _count: WatcherCount::new(self),
@@ -102,7 +108,7 @@ impl Watcher {
                 Err(e) => return self.fail(e),
             }
             // Nothing new: wait for the job's log to grow.
-            let Some(seqs) = self.seqs.as_mut() else {
+            let Some(seqs) = self.seqs.as_mut().filter(|_| !self.ended) else {
                 // Terminal and everything after the cursor already sent.
                 return None;
             };
@@ -110,7 +116,7 @@ impl Watcher {
             tokio::select! {
                 changed = seqs.changed() => if changed.is_err() {
                     // The job reached its terminal state; one more read gets the rest.
-                    self.seqs = None;
+                    self.ended = true;
                 },
                 _ = closed.cancelled() => return self.fail(EngineError::ShuttingDown),
             }
@@ -120,8 +126,13 @@ impl Watcher {
     /// Reads the next batch; `Ok(false)` when there is nothing after the cursor.
     async fn refill(&mut self) -> Result<bool, EngineError> {
         if let Some(seqs) = self.seqs.as_mut() {
-            // Mark the current seq seen: what this read returns must not wake us again.
-            seqs.borrow_and_update();
+            // Mark the current log seen (what this read returns must not wake us again),
+            // and read from it when it covers the cursor.
+            if let Some(events) = seqs.borrow_and_update().after(self.cursor, BATCH) {
+                let found = !events.is_empty();
+                self.buffer.extend(events);
+                return Ok(found);
+            }
         }
         let events = self
             .engine

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{Inserted, ListQuery, Store, StoreError};
-use crate::engine::job::{Event, EventData, Job, JobId};
+use crate::engine::job::{Event, EventData, Job, JobId, whole_millis};
 
 /// Jobs and their logs in process memory.
 #[derive(Debug, Default)]
@@ -84,7 +84,7 @@ impl Entry {
         self.job.last_seq += 1;
         self.events.push(Event {
             seq: self.job.last_seq,
-            at,
+            at: whole_millis(at),
             data: data.clone(),
         });
     }

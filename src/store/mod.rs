@@ -4,6 +4,7 @@
 //! Invariants every implementation keeps:
 //! - `insert`, `save` and `append` assign sequence numbers, strictly increasing per job from 1, and
 //!   keep `Job::last_seq` equal to the newest one.
+//! - Event times are kept in whole milliseconds.
 //! - A progress event appended right after another progress event supersedes it: the older
 //!   one leaves the log (its seq becomes a gap) so a fast reporter cannot grow the log.
 //! - Every other event is kept, in order.

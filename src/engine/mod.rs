@@ -302,6 +302,19 @@ impl Engine {
         self.lock().live.insert(id, tx);
     }
 
+    /// Adds events to the job's live log before the store has them, numbered as the store
+    /// will number them (the next seqs: each job's log has one writer at a time). If the
+    /// write then fails, the live log notices the gap at the next append and starts over.
+    fn publish_next(&self, id: JobId, events: &[EventData], at: SystemTime) {
+        let tx = self.lock().live.get(&id).cloned();
+        if let Some(tx) = tx {
+            tx.send_modify(|log| {
+                let seq = log.last_seq + events.len() as u64;
+                log.appended(events, seq, at);
+            });
+        }
+    }
+
     /// Adds events the store has just appended (the last one at `seq`) to the job's live
     /// log and wakes its watchers.
     fn publish(&self, id: JobId, events: &[EventData], seq: u64, at: SystemTime) {

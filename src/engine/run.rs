@@ -12,7 +12,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::job::{AttemptFailure, Failure, FailureKind, Job, JobId, JobState};
+use super::job::{AttemptFailure, EventData, Failure, FailureKind, Job, JobId, JobState};
 use super::{Engine, EngineError};
 use crate::exec::{HandlerError, JobContext, RunOutcome};
 
@@ -228,7 +228,13 @@ async fn supervise(
             outcome = &mut run => break outcome,
             () = &mut first_write, if !written => written = true,
             _ = ctx.reported(), if flush_at.is_none() && written => {
-                flush_at = Some(next_allowed.max(Instant::now()));
+                if next_allowed <= Instant::now() {
+                    // Due already: write now, not at the timer's next millisecond tick.
+                    next_allowed = Instant::now() + interval;
+                    flush(engine, job, ctx).await;
+                } else {
+                    flush_at = Some(next_allowed);
+                }
             }
             _ = sleep_until(flush_at.unwrap_or(next_allowed)), if flush_at.is_some() => {
                 flush_at = None;
@@ -256,9 +262,29 @@ async fn flush(engine: &Engine, job: &Job, ctx: &JobContext) {
         return;
     }
     let now = engine.now();
-    match engine.shared.store.append(job.id, &events, now).await {
-        Ok(seq) => engine.publish(job.id, &events, seq, now),
-        Err(e) => tracing::warn!(error = %e, "could not record progress"),
+    // Progress alone may be shown before it is durable: it is coalesced anyway, and a
+    // crash may lose the latest of it (the guarantees say so). Watchers then get it
+    // without waiting for the fsync. Log lines wait for the store: they are never lost.
+    let ahead = events.iter().all(|e| matches!(e, EventData::Progress(_)));
+    if !ahead {
+        match engine.shared.store.append(job.id, &events, now).await {
+            Ok(seq) => engine.publish(job.id, &events, seq, now),
+            Err(e) => tracing::warn!(error = %e, "could not record the job's log lines"),
+        }
+        return;
+    }
+    engine.publish_next(job.id, &events, now);
+    // Watchers have seen these seqs: the store must give them the same ones, so the write
+    // is retried until storage is back rather than skipped.
+    let mut pause = Duration::from_millis(10);
+    while let Err(e) = engine.shared.store.append(job.id, &events, now).await {
+        if engine.shared.stopping.is_cancelled() {
+            tracing::warn!(error = %e, "could not record progress before shutdown");
+            return;
+        }
+        tracing::warn!(error = %e, "could not record progress; retrying");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 

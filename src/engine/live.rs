@@ -65,6 +65,24 @@ impl LiveLog {
         }
     }
 
+    /// As `appended`, but with no one watching (`watchers` is 0) the tail is dropped
+    /// instead: most jobs are never watched, and a queue of a million jobs should not
+    /// hold a million copies of their first event. A watcher who comes later reads those
+    /// events from the store.
+    pub fn appended_for(
+        &mut self,
+        watchers: usize,
+        events: &[EventData],
+        last_seq: u64,
+        at: SystemTime,
+    ) {
+        if watchers == 0 {
+            *self = LiveLog::starting_at(last_seq);
+        } else {
+            self.appended(events, last_seq, at);
+        }
+    }
+
     /// Up to `limit` events after `cursor`, if the tail covers them (None: read the store).
     pub fn after(&self, cursor: u64, limit: usize) -> Option<Vec<Event>> {
         if cursor < self.covered_after {

@@ -256,7 +256,8 @@ impl Engine {
             drop(state);
             self.shared.pools[pool_index(pool)].wake.notify_one();
         } else {
-            state.delayed.push(job);
+            let due = job.run_at.unwrap_or(SystemTime::UNIX_EPOCH);
+            state.delayed.push(job.id, due);
             drop(state);
             self.shared.scheduler_wake.notify_one();
         }
@@ -310,7 +311,7 @@ impl Engine {
         if let Some(tx) = tx {
             tx.send_modify(|log| {
                 let seq = log.last_seq + events.len() as u64;
-                log.appended(events, seq, at);
+                log.appended_for(tx.receiver_count(), events, seq, at);
             });
         }
     }
@@ -320,7 +321,7 @@ impl Engine {
     fn publish(&self, id: JobId, events: &[EventData], seq: u64, at: SystemTime) {
         let tx = self.lock().live.get(&id).cloned();
         if let Some(tx) = tx {
-            tx.send_modify(|log| log.appended(events, seq, at));
+            tx.send_modify(|log| log.appended_for(tx.receiver_count(), events, seq, at));
         }
     }
 

@@ -5,7 +5,7 @@
 //! ordered by due time. Any job can be taken out by id (for Cancel).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::SystemTime;
 
 use crate::engine::job::{Job, JobId};
@@ -71,40 +71,44 @@ impl PoolQueues {
     }
 }
 
-/// Jobs waiting for a point in time.
+/// Jobs waiting for a point in time, by id only: their records stay in the store (a
+/// million scheduled jobs should not be a million jobs in memory), and the scheduler
+/// reads each one back when it comes due.
 #[derive(Debug, Default)]
 pub struct DelaySet {
-    order: BTreeMap<(SystemTime, JobId), Job>,
+    order: BTreeSet<(SystemTime, JobId)>,
     index: HashMap<JobId, SystemTime>,
 }
 
 impl DelaySet {
-    /// Adds a job due at its `run_at` (at once if it has none).
-    pub fn push(&mut self, job: Job) {
-        let due = job.run_at.unwrap_or(SystemTime::UNIX_EPOCH);
-        self.index.insert(job.id, due);
-        self.order.insert((due, job.id), job);
+    /// Adds a job due at `due`.
+    pub fn push(&mut self, id: JobId, due: SystemTime) {
+        if let Some(old) = self.index.insert(id, due) {
+            self.order.remove(&(old, id));
+        }
+        self.order.insert((due, id));
     }
 
     /// The earliest due time.
     pub fn next_due(&self) -> Option<SystemTime> {
-        self.order.first_key_value().map(|((due, _), _)| *due)
+        self.order.first().map(|(due, _)| *due)
     }
 
-    /// Takes the earliest job if it is due at `now`.
-    pub fn pop_due(&mut self, now: SystemTime) -> Option<Job> {
+    /// Takes the earliest job if it is due at `now`: its id and due time.
+    pub fn pop_due(&mut self, now: SystemTime) -> Option<(JobId, SystemTime)> {
         if self.next_due()? > now {
             return None;
         }
-        let (_, job) = self.order.pop_first()?;
-        self.index.remove(&job.id);
-        Some(job)
+        let (due, id) = self.order.pop_first()?;
+        self.index.remove(&id);
+        Some((id, due))
     }
 
-    /// Takes a specific job out, if it is waiting here.
-    pub fn remove(&mut self, id: JobId) -> Option<Job> {
+    /// Takes a specific job out, if it is waiting here; returns when it was due.
+    pub fn remove(&mut self, id: JobId) -> Option<SystemTime> {
         let due = self.index.remove(&id)?;
-        self.order.remove(&(due, id))
+        self.order.remove(&(due, id));
+        Some(due)
     }
 
     pub fn len(&self) -> usize {
@@ -169,14 +173,14 @@ mod tests {
         late.run_at = Some(now + Duration::from_secs(20));
         let mut soon = job("a", 0);
         soon.run_at = Some(now + Duration::from_secs(10));
-        set.push(late.clone());
-        set.push(soon.clone());
+        set.push(late.id, late.run_at.unwrap());
+        set.push(soon.id, soon.run_at.unwrap());
         assert_eq!(set.next_due(), soon.run_at);
         assert!(set.pop_due(now).is_none());
         let at = now + Duration::from_secs(15);
-        assert_eq!(set.pop_due(at).map(|j| j.id), Some(soon.id));
+        assert_eq!(set.pop_due(at).map(|(id, _)| id), Some(soon.id));
         assert!(set.pop_due(at).is_none());
-        assert_eq!(set.remove(late.id).map(|j| j.id), Some(late.id));
+        assert_eq!(set.remove(late.id), late.run_at);
         assert_eq!(set.len(), 0);
     }
 }

@@ -35,8 +35,19 @@ impl Engine {
     async fn promote_due(&self) {
         let now = self.now();
         loop {
-            let Some(mut job) = self.lock().delayed.pop_due(now) else {
+            let Some((id, due)) = self.lock().delayed.pop_due(now) else {
                 return;
+            };
+            let mut job = match self.shared.store.get(id).await {
+                Ok(Some(job)) if matches!(job.state, JobState::Scheduled | JobState::RetryWait) => {
+                    job
+                }
+                Ok(_) => continue, // finished or purged meanwhile
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "could not read a due job; will retry");
+                    self.lock().delayed.push(id, due.max(now) + PROMOTE_RETRY);
+                    continue;
+                }
             };
             job.state = JobState::Queued;
             job.run_at = None;

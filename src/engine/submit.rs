@@ -129,17 +129,17 @@ impl Engine {
     pub async fn cancel(&self, id: JobId) -> Result<Job, EngineError> {
         let deadline = tokio::time::Instant::now() + TRANSIT_WAIT;
         loop {
-            let (waiting, running) = {
+            let (ready, delayed, running) = {
                 let mut state = self.lock();
-                let waiting = state
-                    .ready
-                    .iter_mut()
-                    .find_map(|q| q.remove(id))
-                    .or_else(|| state.delayed.remove(id));
-                (waiting, state.running.get(&id).cloned())
+                let ready = state.ready.iter_mut().find_map(|q| q.remove(id));
+                let delayed = state.delayed.remove(id);
+                (ready, delayed, state.running.get(&id).cloned())
             };
-            if let Some(job) = waiting {
+            if let Some(job) = ready {
                 return self.cancel_waiting(job).await;
+            }
+            if let Some(due) = delayed {
+                return self.cancel_delayed(id, due).await;
             }
             if let Some(control) = running {
                 control.stop(StopReason::Client);
@@ -157,6 +157,19 @@ impl Engine {
             }
             // Stored but between two places (a Submit or a promotion still storing it).
             tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Cancels a job taken out of the delay set (which holds ids only): its record comes
+    /// from the store. If that read fails, the job goes back to wait as before.
+    async fn cancel_delayed(&self, id: JobId, due: SystemTime) -> Result<Job, EngineError> {
+        match self.shared.store.get(id).await {
+            Ok(Some(job)) => self.cancel_waiting(job).await,
+            Ok(None) => Err(EngineError::NotFound(id)),
+            Err(e) => {
+                self.lock().delayed.push(id, due);
+                Err(e.into())
+            }
         }
     }
 

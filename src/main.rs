@@ -14,8 +14,30 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Store reads run on tokio's blocking pool. Its default of 512 threads lets a burst of
+/// reads (10,000 watchers attaching at once) leave hundreds of idle threads behind, after
+/// which API reads under a saturated CPU pool waited ~4 ms at p99 (W6 after W4 in
+/// BENCHMARKS.md: 13.5x the idle p99 with 512 threads, 4.6x with 16, 2.5x with 4). Two
+/// threads per core read SQLite as fast: reads are short and the cores are the limit.
+fn blocking_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4))
+}
+
+fn main() -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking_threads())
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("spindle: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

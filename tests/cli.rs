@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use common::process::Process;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -120,6 +120,24 @@ async fn submit_watch_status_jobs_and_kinds() {
     );
     let kinds = json_lines(&spindle(&url, &["kinds", "--json"]).await.stdout);
     assert_eq!(kinds.len(), 7);
+
+    let stats = spindle(&url, &["stats", "--json"]).await;
+    assert_eq!(stats.code, 0, "{}", stats.stderr);
+    let stats = &json_lines(&stats.stdout)[0];
+    assert_eq!(
+        (&stats["submitted_total"], &stats["succeeded_total"]),
+        (&json!(2), &json!(2)),
+        "{stats}"
+    );
+    assert_eq!(
+        (&stats["queued"], &stats["running"]),
+        (&json!(0), &json!(0))
+    );
+    let text = spindle(&url, &["stats"]).await.stdout;
+    assert!(
+        text.contains("2 submitted, 2 succeeded, 0 failed"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -235,6 +235,14 @@ pub async fn kinds(client: &mut Client, server: &str) -> Result<Vec<pb::JobKind>
     Ok(kinds.into_inner().kinds)
 }
 
+pub async fn stats(client: &mut Client, server: &str) -> Result<pb::Stats, CliError> {
+    let stats = client
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .map_err(|s| CliError::rpc(s, server, None))?;
+    Ok(stats.into_inner())
+}
+
 /// Prints a job per `--json`.
 pub fn print_job(job: &pb::Job, json: bool) {
     if json {

@@ -62,6 +62,9 @@ pub enum Command {
     Jobs(JobsArgs),
     /// List the job kinds the server runs, with their arguments.
     Kinds,
+    /// Show the server's counters: jobs queued, delayed and running now, jobs finished
+    /// since it started, open watch streams.
+    Stats,
     /// Measure throughput and latency (workloads W1-W7) and print a table.
     Bench(bench::BenchArgs),
 }
@@ -193,6 +196,14 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
                 jobs.iter().for_each(|j| out!("{}", render::job_json(j)));
             } else {
                 out!("{}", render::jobs_table(&jobs));
+            }
+        }
+        Command::Stats => {
+            let stats = client::stats(&mut c, server).await?;
+            if json {
+                out!("{}", render::stats_json(&stats));
+            } else {
+                out!("{}", render::stats_text(&stats));
             }
         }
         Command::Kinds => {

@@ -268,3 +268,35 @@ pub fn kind_text(kind: &pb::JobKind) -> String {
     }
     lines.join("\n")
 }
+
+/// The server's counters as one JSON object.
+pub fn stats_json(stats: &pb::Stats) -> Value {
+    json!({
+        "queued": stats.queued,
+        "delayed": stats.delayed,
+        "running": stats.running,
+        "submitted_total": stats.submitted_total,
+        "succeeded_total": stats.succeeded_total,
+        "failed_total": stats.failed_total,
+        "cancelled_total": stats.cancelled_total,
+        "watchers": stats.watchers,
+        "up_since": stats.started_at.map(|t| t.to_string()),
+    })
+}
+
+/// The server's counters, a line each.
+pub fn stats_text(stats: &pb::Stats) -> String {
+    format!(
+        "now:    {} queued, {} delayed, {} running, {} watching\n\
+         since:  {} ago: {} submitted, {} succeeded, {} failed, {} cancelled",
+        stats.queued,
+        stats.delayed,
+        stats.running,
+        stats.watchers,
+        age(&stats.started_at),
+        stats.submitted_total,
+        stats.succeeded_total,
+        stats.failed_total,
+        stats.cancelled_total,
+    )
+}

@@ -20,7 +20,7 @@ from .errors import (
     SpindleError,
     Unavailable,
 )
-from .models import ArgField, Event, Job, JobError, Kind, Progress
+from .models import ArgField, Event, Job, JobError, Kind, Progress, Submitted
 
 __all__ = [
     "AlreadyExists",
@@ -38,5 +38,6 @@ __all__ = [
     "PermissionDenied",
     "Progress",
     "SpindleError",
+    "Submitted",
     "Unavailable",
 ]

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from ._proto import pb, pb_grpc
-from .errors import SpindleError, Unavailable, from_rpc_error
-from .models import Event, Job, Kind, state_value
+from .errors import SpindleError, Unavailable, error_for, from_rpc_error
+from .models import Event, Job, Kind, Submitted, state_name, state_value
 
 Seconds = Union[float, int, timedelta]
 
@@ -96,28 +96,38 @@ class Client:
         With an `idempotency_key` already used for the same kind and args, returns the
         first job with `existing=True` instead of a new one.
         """
-        request = pb.SubmitRequest(
-            kind=kind,
+        request = _submit_request(
+            kind,
+            args,
             queue=queue,
             priority=priority,
-            labels=dict(labels or {}),
+            labels=labels,
+            delay=delay,
+            run_at=run_at,
+            timeout=timeout,
+            max_attempts=max_attempts,
             idempotency_key=idempotency_key,
+            retention=retention,
         )
-        request.args.CopyFrom(_struct(args or {}))
-        if delay is not None:
-            request.delay.CopyFrom(_duration(delay))
-        if run_at is not None:
-            stamp = timestamp_pb2.Timestamp()
-            stamp.FromDatetime(run_at.astimezone(timezone.utc))
-            request.run_at.CopyFrom(stamp)
-        if timeout is not None:
-            request.timeout.CopyFrom(_duration(timeout))
-        if max_attempts is not None:
-            request.retry.max_attempts = max_attempts
-        if retention is not None:
-            request.retention.CopyFrom(_duration(retention))
         response = self._call("Submit", request)
         return Job.from_pb(response.job, existing=response.existing)
+
+    def submit_batch(self, jobs: Iterable[Mapping[str, Any]]) -> list:
+        """Submits up to 1,000 jobs in one call and one commit.
+
+        Each item is a dict of `submit()`'s arguments (`kind` required). Returns one result
+        per item, in order: a `Submitted` (id, state, existing), or the `SpindleError`
+        that `submit()` would have raised for that item (returned, not raised: the other
+        jobs were accepted). Raises only if the whole call fails.
+        """
+        requests = []
+        for item in jobs:
+            options = dict(item)
+            kind = options.pop("kind")
+            args = options.pop("args", None)
+            requests.append(_submit_request(kind, args, **options))
+        answer = self._call("SubmitBatch", pb.SubmitBatchRequest(jobs=requests))
+        return [_batch_result(r) for r in answer.results]
 
     def status(self, job_id: str, *, wait: Optional[Seconds] = None) -> Job:
         """The job as it is now; with `wait`, long-polls until it ends or `wait` passes."""
@@ -207,6 +217,54 @@ class Client:
             if time.monotonic() - broken_since > _seconds(reconnect_for):
                 raise error
             time.sleep(0.2)
+
+
+def _submit_request(
+    kind: str,
+    args: Optional[Mapping[str, Any]] = None,
+    *,
+    queue: str = "",
+    priority: int = 0,
+    labels: Optional[Mapping[str, str]] = None,
+    delay: Optional[Seconds] = None,
+    run_at: Optional[datetime] = None,
+    timeout: Optional[Seconds] = None,
+    max_attempts: Optional[int] = None,
+    idempotency_key: str = "",
+    retention: Optional[Seconds] = None,
+) -> pb.SubmitRequest:
+    request = pb.SubmitRequest(
+        kind=kind,
+        queue=queue,
+        priority=priority,
+        labels=dict(labels or {}),
+        idempotency_key=idempotency_key,
+    )
+    request.args.CopyFrom(_struct(args or {}))
+    if delay is not None:
+        request.delay.CopyFrom(_duration(delay))
+    if run_at is not None:
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(run_at.astimezone(timezone.utc))
+        request.run_at.CopyFrom(stamp)
+    if timeout is not None:
+        request.timeout.CopyFrom(_duration(timeout))
+    if max_attempts is not None:
+        request.retry.max_attempts = max_attempts
+    if retention is not None:
+        request.retention.CopyFrom(_duration(retention))
+    return request
+
+
+def _batch_result(result):
+    if result.WhichOneof("outcome") == "submitted":
+        s = result.submitted
+        return Submitted(s.id, state_name(s.state), s.existing)
+    e = result.error
+    return error_for(_CODES.get(e.code, grpc.StatusCode.UNKNOWN), e.message, e.violations)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:

@@ -73,6 +73,12 @@ _BY_CODE = {
 }
 
 
+def error_for(code: grpc.StatusCode, message: str, violations=()) -> SpindleError:
+    """The SpindleError subclass for `code`; `violations` are FieldViolation-like."""
+    cls = _BY_CODE.get(code, SpindleError)
+    return cls(code, message, [FieldViolation(v.field, v.description) for v in violations])
+
+
 def from_rpc_error(error: grpc.RpcError) -> SpindleError:
     """Turns a grpc.RpcError into the matching SpindleError, with its field violations."""
     code = error.code()

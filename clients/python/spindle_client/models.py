@@ -150,6 +150,16 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Submitted:
+    """A job a batch accepted: its id, its state, and whether it already existed (a
+    repeated idempotency key). `Client.status(id)` has the rest."""
+
+    id: str
+    state: str
+    existing: bool
+
+
+@dataclass(frozen=True)
 class Event:
     """One entry of a job's event log.
 

@@ -227,3 +227,22 @@ def test_watch_resumes_across_a_server_restart(own_server):
         assert client.status(job.id).last_seq == seqs[-1]
         states = [e.state for e in seen if e.type == "state"]
         assert states.count("running") >= 2, f"ran again after the restart: {states}"
+
+
+def test_submit_batch_answers_each_job_in_order(client):
+    results = client.submit_batch(
+        [
+            {"kind": "demo.noop", "args": {"payload": "a"}},
+            {"kind": "demo.sleep", "args": {"seconds": "soon"}},
+            {"kind": "demo.noop", "delay": 3600, "labels": {"case": "batch"}},
+        ]
+    )
+    first, refused, delayed = results
+    assert first.state == "queued" and not first.existing
+    assert isinstance(refused, InvalidArgument)
+    assert [v.field for v in refused.violations] == ["args.seconds"]
+    assert delayed.state == "scheduled"
+    assert client.wait(first.id, timeout=30).state == "succeeded"
+    assert client.status(delayed.id).labels == {"case": "batch"}
+    with pytest.raises(InvalidArgument):
+        client.submit_batch([])

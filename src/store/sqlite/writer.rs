@@ -190,10 +190,13 @@ impl Writer {
             .map_err(unavailable)
     }
 
+    /// Writes the job's record and appends its events; the new last seq goes into the same
+    /// row update, so the row is rewritten once, not twice.
     fn save(&self, job: &Job, events: &[EventData], at: SystemTime) -> Result<u64, StoreError> {
+        let blob = id_blob(job.id);
+        let seq = self.append_events(job.id, &blob, events, at)?;
         let running = job.state == JobState::Running;
-        let changed = self
-            .conn
+        self.conn
             .prepare_cached(
                 "UPDATE jobs SET
                     lease_token = lease_token + (CASE WHEN ?2 = 'running' AND state <> 'running' THEN 1 ELSE 0 END),
@@ -201,42 +204,29 @@ impl Writer {
                     state = ?2,
                     expires_at_ms = ?4,
                     record = ?5,
-                    progress = COALESCE(?6, progress)
+                    progress = COALESCE(?6, progress),
+                    last_seq = ?7
                  WHERE id = ?1",
             )
             .and_then(|mut s| {
                 s.execute(params![
-                    id_blob(job.id),
+                    blob,
                     state_name(job.state),
                     running.then_some(&self.node),
                     job.expires_at.map(ms),
                     super::record_json(job)?,
                     job.progress.as_ref().map(serde_json::to_string).transpose().map_err(to_sql_err)?,
+                    seq,
                 ])
             })
             .map_err(unavailable)?;
-        if changed == 0 {
-            return Err(StoreError::UnknownJob(job.id));
-        }
-        self.append(job.id, events, at)
+        Ok(seq as u64)
     }
 
     /// Appends events, coalescing a progress event that follows another progress event.
     fn append(&self, id: JobId, events: &[EventData], at: SystemTime) -> Result<u64, StoreError> {
         let blob = id_blob(id);
-        let last: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT last_seq FROM jobs WHERE id = ?1")
-            .and_then(|mut s| s.query_row([&blob], |r| r.get(0)).optional())
-            .map_err(unavailable)?;
-        let mut seq = last.ok_or(StoreError::UnknownJob(id))?;
-        for data in events {
-            if let EventData::Progress(progress) = data {
-                self.replace_progress(&blob, seq, progress)?;
-            }
-            seq += 1;
-            self.insert_event(&blob, seq, data, at)?;
-        }
+        let seq = self.append_events(id, &blob, events, at)?;
         if !events.is_empty() {
             self.conn
                 .prepare_cached("UPDATE jobs SET last_seq = ?2 WHERE id = ?1")
@@ -244,6 +234,31 @@ impl Writer {
                 .map_err(unavailable)?;
         }
         Ok(seq as u64)
+    }
+
+    /// Inserts the events after the job's last seq and returns the new last seq, leaving
+    /// the caller to store it. An unknown job is refused before anything is written.
+    fn append_events(
+        &self,
+        id: JobId,
+        blob: &[u8],
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<i64, StoreError> {
+        let last: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT last_seq FROM jobs WHERE id = ?1")
+            .and_then(|mut s| s.query_row([blob], |r| r.get(0)).optional())
+            .map_err(unavailable)?;
+        let mut seq = last.ok_or(StoreError::UnknownJob(id))?;
+        for data in events {
+            if let EventData::Progress(progress) = data {
+                self.replace_progress(blob, seq, progress)?;
+            }
+            seq += 1;
+            self.insert_event(blob, seq, data, at)?;
+        }
+        Ok(seq)
     }
 
     /// Makes `progress` the job's latest and drops the log's last event if it was progress.

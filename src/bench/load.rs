@@ -98,6 +98,11 @@ impl Percentiles {
     }
 }
 
+/// A failure as the harness reports it: its text.
+pub fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
 pub fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }

@@ -12,13 +12,9 @@ use crate::pb;
 use crate::pb::job_service_client::JobServiceClient;
 
 use super::Sizes;
-use super::load::{Percentiles, micros, noop_request};
+use super::load::{Percentiles, err, micros, noop_request};
 use super::target::{Target, rss_bytes};
 use super::workloads::{Figure, batch_rate, submit_rate};
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
 
 async fn get_status_latency(
     client: &mut JobServiceClient<Channel>,

@@ -13,7 +13,7 @@ use crate::pb::job_event::Payload;
 use crate::pb::job_service_client::JobServiceClient;
 
 use super::Sizes;
-use super::load::Percentiles;
+use super::load::{Percentiles, err};
 use super::target::Target;
 use super::workloads::Figure;
 
@@ -60,17 +60,17 @@ fn request(updates: u32, start_delay_ms: u64) -> pb::SubmitRequest {
 /// One W4 round with `watchers` watchers.
 async fn round(target: &Target, updates: u32, watchers: usize) -> Result<Vec<Figure>, String> {
     let start_delay = 300 + watchers as u64 / 2;
-    let mut client = target.jobs().await.map_err(|e| e.to_string())?;
+    let mut client = target.jobs().await.map_err(err)?;
     let submitted = Instant::now();
     let job = client
         .submit(request(updates, start_delay))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(err)?;
     let id = job.into_inner().job.map(|j| j.id).unwrap_or_default();
     let channels = target
         .connect((watchers / 100).clamp(1, 100))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(err)?;
     let tasks: Vec<_> = (0..watchers)
         .map(|i| tokio::spawn(follow(channels[i % channels.len()].clone(), id.clone())))
         .collect();
@@ -84,14 +84,14 @@ async fn round(target: &Target, updates: u32, watchers: usize) -> Result<Vec<Fig
     for task in tasks {
         seen.push(
             task.await
-                .map_err(|e| e.to_string())?
+                .map_err(err)?
                 .map_err(|s| s.message().to_string())?,
         );
     }
     let done = client
         .get_status(pb::GetStatusRequest { id, wait: None })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(err)?
         .into_inner();
     let result = done
         .result
@@ -157,7 +157,7 @@ async fn wait_watchers(client: &mut JobServiceClient<Channel>, n: u64) -> Result
         let stats = client
             .get_stats(pb::GetStatsRequest {})
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(err)?
             .into_inner();
         if stats.watchers >= n {
             return Ok(());

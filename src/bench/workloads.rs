@@ -11,7 +11,7 @@ use crate::pb::bench_client::BenchClient;
 use crate::pb::job_service_client::JobServiceClient;
 
 use super::Sizes;
-use super::load::{Percentiles, connections_for, drive, micros, noop_request};
+use super::load::{Percentiles, connections_for, drive, err, micros, noop_request};
 use super::target::Target;
 
 /// One figure of one run.
@@ -38,10 +38,6 @@ fn figure(
 }
 
 type Outcome = Result<Vec<Figure>, String>;
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
 
 /// Calls per second for `calls` calls of `call` from `concurrency` tasks.
 async fn call_rate<F, Fut>(
@@ -172,8 +168,9 @@ pub async fn w2(target: &Target, sizes: &Sizes) -> Outcome {
     let mut figures = Vec::new();
     for batched in [false, true] {
         let before = stats(&mut client).await?.succeeded_total;
-        let started = Instant::now();
+        // Connect before the clock starts: W2 times the jobs, not the handshakes.
         let channels = target.connect(8).await.map_err(err)?;
+        let started = Instant::now();
         let jobs = sizes.w2_jobs;
         if batched {
             let batch = pb::SubmitBatchRequest {

@@ -22,6 +22,20 @@ use tonic::transport::Channel;
 
 pub type Client = JobServiceClient<Channel>;
 
+/// For tests that need a tool from outside the project (grpcurl, Python packages): true
+/// when it is `available`; otherwise the test says why it skips, or fails when CI is set,
+/// so CI can never skip it silently.
+pub fn outside_tool(available: bool, test: &str, need: &str) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} needs {need}, and CI is set");
+    }
+    eprintln!("SKIPPED {test}: needs {need}");
+    false
+}
+
 /// A running server and a client connected to it.
 pub struct TestServer {
     pub addr: SocketAddr,

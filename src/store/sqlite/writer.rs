@@ -69,7 +69,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl Writer {
     fn commit(&self, batch: Vec<(Op, Reply)>) {
         if let Err(e) = self.cached("BEGIN IMMEDIATE") {
-            return answer_all(batch, &unavailable(e));
+            return answer_all(batch.into_iter().map(|(_, reply)| reply), &unavailable(e));
         }
         let mut outcomes = Vec::with_capacity(batch.len());
         for (op, reply) in batch {
@@ -78,26 +78,27 @@ impl Writer {
                 // A storage error may have left this request half-applied: undo the whole
                 // batch rather than commit a part of it. (Refusals such as an unknown job
                 // are decided before anything is written, so they cost nobody else.)
-                let _ = self.conn.execute_batch("ROLLBACK");
-                tracing::error!(error = %why, "write failed; nothing in this batch was stored");
-                let e = unavailable(why);
-                answer_all(outcomes.into_iter().map(|(_, r)| ((), r)).collect(), &e);
-                let _ = reply.send(Err(e));
-                return;
+                let why = why.clone();
+                let replies = outcomes.into_iter().map(|(_, r)| r).chain([reply]);
+                return self.abandon(replies, "write failed", why);
             }
             outcomes.push((outcome, reply));
         }
         if let Err(e) = self.cached("COMMIT") {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            tracing::error!(error = %e, "commit failed; nothing in this batch was stored");
-            let e = unavailable(e);
-            answer_all(outcomes.into_iter().map(|(_, r)| ((), r)).collect(), &e);
-            return;
+            let replies = outcomes.into_iter().map(|(_, r)| r);
+            return self.abandon(replies, "commit failed", e.to_string());
         }
         for (outcome, reply) in outcomes {
             // The requester may have gone (its client hung up); the write stands anyway.
             let _ = reply.send(outcome);
         }
+    }
+
+    /// Rolls the open transaction back and tells every request of the batch so.
+    fn abandon(&self, replies: impl IntoIterator<Item = Reply>, what: &str, why: String) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+        tracing::error!(error = %why, "{what}; nothing in this batch was stored");
+        answer_all(replies, &unavailable(why));
     }
 
     /// Runs a parameterless statement through the statement cache (no parsing each time).
@@ -300,8 +301,8 @@ impl Writer {
     }
 }
 
-fn answer_all<T>(batch: Vec<(T, Reply)>, error: &StoreError) {
-    for (_, reply) in batch {
+fn answer_all(replies: impl IntoIterator<Item = Reply>, error: &StoreError) {
+    for reply in replies {
         let _ = reply.send(Err(error.clone()));
     }
 }

@@ -184,6 +184,15 @@ async fn every_acknowledged_job_survives_repeated_kill_9() {
             "nothing after the terminal event of {id}"
         );
         assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+        if interruptions > 0 {
+            // Recovery numbers the events after a crash past the progress seqs that only
+            // live watchers may have seen (the engine's LIVE_AHEAD, 64).
+            assert!(
+                events.windows(2).any(|w| w[1].seq > w[0].seq + 64),
+                "job {id}: no seq gap after its interruption: {:?}",
+                events.iter().map(|e| e.seq).collect::<Vec<_>>()
+            );
+        }
     }
     eprintln!(
         "{} jobs, {} killed mid-run and retried, {} seen succeeded before a kill",

@@ -143,9 +143,21 @@ async fn round(target: &Target, updates: u32, watchers: usize) -> Result<Vec<Fig
         },
         Figure {
             workload: "W4",
-            what: what("cost of one report in the job"),
+            what: what("cost of one report in the job, mean"),
             unit: "ns",
             value: result["ns_per_update"].as_f64().unwrap_or(f64::NAN),
+        },
+        Figure {
+            workload: "W4",
+            what: what("cost of one report in the job, p50"),
+            unit: "ns",
+            value: result["ns_per_update_p50"].as_f64().unwrap_or(f64::NAN),
+        },
+        Figure {
+            workload: "W4",
+            what: what("cost of one report in the job, p99"),
+            unit: "ns",
+            value: result["ns_per_update_p99"].as_f64().unwrap_or(f64::NAN),
         },
     ])
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod job;
 mod live;
 mod queue;
+mod report;
 mod run;
 mod schedule;
 mod stats;
@@ -306,14 +307,25 @@ impl Engine {
     /// Adds events to the job's live log before the store has them, numbered as the store
     /// will number them (the next seqs: each job's log has one writer at a time). If the
     /// write then fails, the live log notices the gap at the next append and starts over.
-    fn publish_next(&self, id: JobId, events: &[EventData], at: SystemTime) {
+    /// Returns the seq the last event got (0 if the job has no live log).
+    fn publish_next(&self, id: JobId, events: &[EventData], at: SystemTime) -> u64 {
         let tx = self.lock().live.get(&id).cloned();
+        let mut seq = 0;
         if let Some(tx) = tx {
             tx.send_modify(|log| {
-                let seq = log.last_seq + events.len() as u64;
+                seq = log.last_seq + events.len() as u64;
                 log.appended_for(tx.receiver_count(), events, seq, at);
             });
         }
+        seq
+    }
+
+    /// Whether anyone is watching the job's live log right now.
+    fn watched(&self, id: JobId) -> bool {
+        self.lock()
+            .live
+            .get(&id)
+            .is_some_and(|tx| tx.receiver_count() > 0)
     }
 
     /// Adds events the store has just appended (the last one at `seq`) to the job's live

@@ -2,6 +2,7 @@
 //! write what the handler reports at a bounded rate, enforce its timeout, and record how it
 //! ended. One driver task per running job; it is the only writer of that job meanwhile.
 
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::job::{AttemptFailure, EventData, Failure, FailureKind, Job, JobId, JobState};
+use super::job::{AttemptFailure, Failure, FailureKind, Job, JobId, JobState};
+use super::report::Reporter;
 use super::{Engine, EngineError};
 use crate::exec::{HandlerError, JobContext, RunOutcome};
 
@@ -204,9 +206,9 @@ fn spread(id: JobId, attempt: u32) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Waits for the handler while writing its reports (at most one write per progress
-/// interval, the first one at once, none before `first_write` is done) and stopping it
-/// when its timeout passes.
+/// Waits for the handler while passing on its reports (to watchers at once, to the store
+/// at most once per progress interval, the first write at once; nothing before
+/// `first_write` is done) and stopping it when its timeout passes.
 async fn supervise(
     engine: &Engine,
     job: &Job,
@@ -217,6 +219,8 @@ async fn supervise(
 ) -> RunOutcome {
     tokio::pin!(run);
     tokio::pin!(first_write);
+    let mut reporter = Reporter::new(engine, job.id, ctx);
+    let mut writing: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
     let mut written = false;
     let interval = engine.shared.config.progress_interval;
     let deadline = job.spec.timeout.map(|t| Instant::now() + t);
@@ -227,19 +231,22 @@ async fn supervise(
         tokio::select! {
             outcome = &mut run => break outcome,
             () = &mut first_write, if !written => written = true,
-            _ = ctx.reported(), if flush_at.is_none() && written => {
-                if next_allowed <= Instant::now() {
+            () = finish_write(&mut writing), if writing.is_some() => writing = None,
+            _ = ctx.reported(), if written && (flush_at.is_none() || reporter.live_open()) => {
+                if next_allowed <= Instant::now() && writing.is_none() {
                     // Due already: write now, not at the timer's next millisecond tick.
                     next_allowed = Instant::now() + interval;
-                    flush(engine, job, ctx).await;
+                    flush_at = None;
+                    writing = Some(Box::pin(reporter.flush()));
                 } else {
-                    flush_at = Some(next_allowed);
+                    reporter.deliver();
+                    flush_at.get_or_insert(next_allowed);
                 }
             }
-            _ = sleep_until(flush_at.unwrap_or(next_allowed)), if flush_at.is_some() => {
+            _ = sleep_until(flush_at.unwrap_or(next_allowed)), if flush_at.is_some() && writing.is_none() => {
                 flush_at = None;
                 next_allowed = Instant::now() + interval;
-                flush(engine, job, ctx).await;
+                writing = Some(Box::pin(reporter.flush()));
             }
             _ = sleep_until(deadline.unwrap_or(next_allowed)), if deadline.is_some() && !timed_out => {
                 timed_out = true;
@@ -248,43 +255,20 @@ async fn supervise(
             }
         }
     };
+    if let Some(write) = writing.take() {
+        write.await;
+    }
     if !written {
         first_write.await;
     }
-    flush(engine, job, ctx).await;
+    reporter.flush().await;
     outcome
 }
 
-/// Writes what the handler reported since the last flush.
-async fn flush(engine: &Engine, job: &Job, ctx: &JobContext) {
-    let events = ctx.take_pending();
-    if events.is_empty() {
-        return;
-    }
-    let now = engine.now();
-    // Progress alone may be shown before it is durable: it is coalesced anyway, and a
-    // crash may lose the latest of it (the guarantees say so). Watchers then get it
-    // without waiting for the fsync. Log lines wait for the store: they are never lost.
-    let ahead = events.iter().all(|e| matches!(e, EventData::Progress(_)));
-    if !ahead {
-        match engine.shared.store.append(job.id, &events, now).await {
-            Ok(seq) => engine.publish(job.id, &events, seq, now),
-            Err(e) => tracing::warn!(error = %e, "could not record the job's log lines"),
-        }
-        return;
-    }
-    engine.publish_next(job.id, &events, now);
-    // Watchers have seen these seqs: the store must give them the same ones, so the write
-    // is retried until storage is back rather than skipped.
-    let mut pause = Duration::from_millis(10);
-    while let Err(e) = engine.shared.store.append(job.id, &events, now).await {
-        if engine.shared.stopping.is_cancelled() {
-            tracing::warn!(error = %e, "could not record progress before shutdown");
-            return;
-        }
-        tracing::warn!(error = %e, "could not record progress; retrying");
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
+/// Waits for the store write in flight, if any.
+async fn finish_write(writing: &mut Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>>) {
+    if let Some(write) = writing.as_mut() {
+        write.as_mut().await;
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::sleep_until;
 
 use super::job::{AttemptFailure, Job, JobState};
+use super::report::LIVE_AHEAD;
 use super::{Engine, EngineError, interrupted};
 
 /// How soon a promotion that failed to store is tried again.
@@ -107,6 +108,9 @@ impl Engine {
     /// A job that was RUNNING when the service stopped: that attempt failed; retry it now
     /// if attempts remain, else it FAILED.
     async fn recover_interrupted(&self, job: &mut Job) -> Result<(), EngineError> {
+        // Watchers may have seen up to LIVE_AHEAD progress seqs that never reached the
+        // store: number what follows past them.
+        job.last_seq += LIVE_AHEAD + 1;
         let failure = interrupted(job.attempt);
         job.errors.push(AttemptFailure {
             attempt: job.attempt,

@@ -182,6 +182,20 @@ impl JobContext {
         std::mem::take(&mut self.lock().events)
     }
 
+    /// Takes what was reported if it is progress alone (the newest report): `Ok(None)`
+    /// if nothing was, `Err(())` (taking nothing) if log lines wait.
+    pub(crate) fn take_progress_only(&self) -> Result<Option<Progress>, ()> {
+        let mut pending = self.lock();
+        match pending.events.as_slice() {
+            [] => Ok(None),
+            [EventData::Progress(_)] => match pending.events.pop() {
+                Some(EventData::Progress(progress)) => Ok(Some(progress)),
+                _ => Err(()),
+            },
+            _ => Err(()),
+        }
+    }
+
     /// Resolves when something was reported since the last wake-up.
     pub(crate) async fn reported(&self) {
         self.inner.wake.notified().await

@@ -83,13 +83,18 @@ async fn run_progress(ctx: JobContext, args: ProgressArgs) -> JobResult {
     sleep_or_cancel(&ctx, Duration::from_millis(args.start_delay_ms)).await?;
     let mut reported_at = Vec::with_capacity(if args.record { total as usize } else { 0 });
     let mut spent = Duration::ZERO;
+    let mut costs = Vec::with_capacity(reported_at.capacity());
     for done in 1..=total {
         if args.record {
             reported_at.push(unix_micros(SystemTime::now()));
         }
         let started = Instant::now();
         ctx.progress(Progress::counted(done, total));
-        spent += started.elapsed();
+        let took = started.elapsed();
+        spent += took;
+        if args.record {
+            costs.push(took.as_nanos() as u64);
+        }
         if args.pause_us > 0 {
             sleep_or_cancel(&ctx, Duration::from_micros(args.pause_us)).await?;
         }
@@ -99,6 +104,9 @@ async fn run_progress(ctx: JobContext, args: ProgressArgs) -> JobResult {
         "ns_per_update": spent.as_nanos() as f64 / total as f64,
     });
     if args.record {
+        costs.sort_unstable();
+        result["ns_per_update_p50"] = json!(costs.get(costs.len() / 2));
+        result["ns_per_update_p99"] = json!(costs.get(costs.len() * 99 / 100));
         result["reported_at_us"] = json!(reported_at);
     }
     Ok(result)

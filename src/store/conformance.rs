@@ -38,14 +38,14 @@ async fn progress_is_coalesced_but_state_changes_are_kept() {
         let now = SystemTime::now();
         store.insert(&job, &[queued(&job)], now).await.unwrap();
         store
-            .append(job.id, &[progress(1), progress(2)], now)
+            .append(job.id, 0, &[progress(1), progress(2)], now)
             .await
             .unwrap();
         store
-            .append(job.id, &[EventData::Log("hi".into()), progress(3)], now)
+            .append(job.id, 0, &[EventData::Log("hi".into()), progress(3)], now)
             .await
             .unwrap();
-        let last = store.append(job.id, &[progress(4)], now).await.unwrap();
+        let last = store.append(job.id, 0, &[progress(4)], now).await.unwrap();
         assert_eq!(last, 6);
         let events = store.events_after(job.id, 0, 100).await.unwrap().unwrap();
         let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
@@ -59,7 +59,7 @@ async fn progress_is_coalesced_but_state_changes_are_kept() {
         let unknown = crate::engine::job::JobId::new();
         assert!(store.events_after(unknown, 0, 10).await.unwrap().is_none());
         assert!(matches!(
-            store.append(unknown, &[progress(1)], now).await,
+            store.append(unknown, 0, &[progress(1)], now).await,
             Err(StoreError::UnknownJob(_))
         ));
     })
@@ -72,7 +72,7 @@ async fn saves_keep_the_stores_seq_and_progress() {
         let mut job = job();
         let now = SystemTime::now();
         store.insert(&job, &[queued(&job)], now).await.unwrap();
-        store.append(job.id, &[progress(5)], now).await.unwrap();
+        store.append(job.id, 0, &[progress(5)], now).await.unwrap();
         job.state = JobState::Succeeded;
         job.result = Some(serde_json::json!({"ok": true}));
         let seq = store
@@ -85,6 +85,39 @@ async fn saves_keep_the_stores_seq_and_progress() {
         assert_eq!(stored.progress, Some(Progress::counted(5, 10)));
         assert_eq!(stored.result, job.result);
         assert_eq!(stored.spec, job.spec);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn seqs_the_caller_skips_are_gaps() {
+    each_store(|store| async move {
+        let mut job = job();
+        let now = SystemTime::now();
+        store.insert(&job, &[queued(&job)], now).await.unwrap();
+        store.append(job.id, 0, &[progress(1)], now).await.unwrap();
+        // Progress 2 to 4 went to live watchers only, at seqs 3 to 5.
+        let seq = store.append(job.id, 5, &[progress(4)], now).await.unwrap();
+        assert_eq!(seq, 5);
+        let seq = store
+            .append(job.id, 7, &[progress(6), EventData::Log("x".into())], now)
+            .await
+            .unwrap();
+        assert_eq!(seq, 8, "the events after the first follow it");
+        let seq = store.append(job.id, 2, &[progress(7)], now).await.unwrap();
+        assert_eq!(seq, 9, "a from_seq the log is past gives the next seq");
+        // After a restart the engine skips ahead of what live watchers may have seen.
+        job.last_seq = 100;
+        job.state = JobState::Queued;
+        let seq = store.save(&job, &[queued(&job)], now).await.unwrap();
+        assert_eq!(seq, 101);
+        let events = store.events_after(job.id, 0, 100).await.unwrap().unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 7, 8, 9, 101]);
+        assert_eq!(events[1].data, progress(6));
+        let stored = store.get(job.id).await.unwrap().unwrap();
+        assert_eq!(stored.last_seq, 101);
+        assert_eq!(stored.progress, Some(Progress::counted(7, 10)));
     })
     .await;
 }
@@ -207,6 +240,7 @@ async fn sqlite_keeps_everything_across_a_reopen() {
         store
             .append(
                 job.id,
+                0,
                 &[progress(1), EventData::Log("x".into()), progress(2)],
                 now,
             )

@@ -56,7 +56,7 @@ impl Inner {
         };
         entry.job.last_seq = 0;
         for data in events {
-            entry.push(data, at);
+            entry.push(data, 0, at);
         }
         let seq = entry.job.last_seq;
         self.jobs.insert(job.id, entry);
@@ -67,7 +67,8 @@ impl Inner {
 // === impl Entry ===
 
 impl Entry {
-    fn push(&mut self, data: &EventData, at: SystemTime) {
+    /// Appends one event at `from_seq` or the next seq, whichever is higher.
+    fn push(&mut self, data: &EventData, from_seq: u64, at: SystemTime) {
         if let EventData::Progress(p) = data {
             self.job.progress = Some(p.clone());
             // Coalesce: the newer progress supersedes an immediately preceding one.
@@ -81,7 +82,7 @@ impl Entry {
                 self.events.pop();
             }
         }
-        self.job.last_seq += 1;
+        self.job.last_seq = (self.job.last_seq + 1).max(from_seq);
         self.events.push(Event {
             seq: self.job.last_seq,
             at: whole_millis(at),
@@ -130,11 +131,11 @@ impl Store for MemoryStore {
         let progress = entry.job.progress.take();
         entry.job = job.clone();
         // The store owns the seq counter and the latest progress; the caller's copy of
-        // the record may be older on both.
+        // the record may be older on both, or skip seqs ahead.
         entry.job.last_seq = last_seq;
         entry.job.progress = job.progress.clone().or(progress);
         for data in events {
-            entry.push(data, at);
+            entry.push(data, job.last_seq + 1, at);
         }
         Ok(entry.job.last_seq)
     }
@@ -142,13 +143,15 @@ impl Store for MemoryStore {
     async fn append(
         &self,
         id: JobId,
+        from_seq: u64,
         events: &[EventData],
         at: SystemTime,
     ) -> Result<u64, StoreError> {
         let mut inner = self.lock();
         let entry = inner.jobs.get_mut(&id).ok_or(StoreError::UnknownJob(id))?;
         for data in events {
-            entry.push(data, at);
+            // Only the first event can land past the next seq; the rest follow it.
+            entry.push(data, from_seq, at);
         }
         Ok(entry.job.last_seq)
     }

@@ -3,7 +3,10 @@
 //!
 //! Invariants every implementation keeps:
 //! - `insert`, `save` and `append` assign sequence numbers, strictly increasing per job from 1, and
-//!   keep `Job::last_seq` equal to the newest one.
+//!   keep `Job::last_seq` equal to the newest one. The caller may skip seqs (`save` continues
+//!   after the larger of the stored `last_seq` and the one it passes, `append` from the
+//!   `from_seq` it passes): the engine numbers progress that only live watchers saw, and a
+//!   skipped seq is a gap in the stored log, like a superseded progress event.
 //! - Event times are kept in whole milliseconds.
 //! - A progress event appended right after another progress event supersedes it: the older
 //!   one leaves the log (its seq becomes a gap) so a fast reporter cannot grow the log.
@@ -85,8 +88,6 @@ pub trait Store: Send + Sync + 'static {
         at: SystemTime,
     ) -> Result<Inserted, StoreError>;
 
-    /// Writes the whole job record (inserting it if new) and appends `events`, stamped
-    /// `at`, in one step. Returns the seq of the last event (or the current one if none).
     /// Inserts many jobs with their first events, all or nothing: the answers are in the
     /// order of `items`. A repeated idempotency key (also within the batch) answers
     /// `Existing`, as `insert` does.
@@ -96,6 +97,9 @@ pub trait Store: Send + Sync + 'static {
         at: SystemTime,
     ) -> Result<Vec<Inserted>, StoreError>;
 
+    /// Writes the whole job record (inserting it if new) and appends `events`, stamped
+    /// `at`, in one step, numbered after the larger of the stored last seq and
+    /// `job.last_seq`. Returns the seq of the last event (or the current one if none).
     async fn save(
         &self,
         job: &Job,
@@ -103,11 +107,13 @@ pub trait Store: Send + Sync + 'static {
         at: SystemTime,
     ) -> Result<u64, StoreError>;
 
-    /// Appends events to a stored job. Progress events also become the job's latest
-    /// progress. Returns the seq of the last event.
+    /// Appends events to a stored job, numbered from `from_seq`, or from the next seq if
+    /// the log is already past it (0: always the next). Progress events also become the
+    /// job's latest progress. Returns the seq of the last event.
     async fn append(
         &self,
         id: JobId,
+        from_seq: u64,
         events: &[EventData],
         at: SystemTime,
     ) -> Result<u64, StoreError>;

@@ -256,10 +256,14 @@ impl Store for SqliteStore {
     async fn append(
         &self,
         id: JobId,
+        from_seq: u64,
         events: &[EventData],
         at: SystemTime,
     ) -> Result<u64, StoreError> {
-        match self.write(Op::Append(id, events.to_vec(), at)).await? {
+        match self
+            .write(Op::Append(id, from_seq, events.to_vec(), at))
+            .await?
+        {
             Answer::Seq(seq) => Ok(seq),
             _ => Err(unavailable("unexpected answer from the writer")),
         }

@@ -25,7 +25,7 @@ pub enum Op {
     /// Many inserts, in one request.
     InsertMany(Vec<(Job, Vec<EventData>)>, SystemTime),
     Save(Job, Vec<EventData>, SystemTime),
-    Append(JobId, Vec<EventData>, SystemTime),
+    Append(JobId, u64, Vec<EventData>, SystemTime),
     Purge(SystemTime),
     /// Caps the database size (`PRAGMA max_page_count`); for tests of a full disk.
     PageLimit(u64),
@@ -115,7 +115,9 @@ impl Writer {
                 .collect::<Result<_, _>>()
                 .map(Answer::InsertedMany),
             Op::Save(job, events, at) => self.save(job, events, *at).map(Answer::Seq),
-            Op::Append(id, events, at) => self.append(*id, events, *at).map(Answer::Seq),
+            Op::Append(id, from_seq, events, at) => {
+                self.append(*id, *from_seq, events, *at).map(Answer::Seq)
+            }
             Op::Purge(now) => self.purge(*now).map(Answer::Count),
             Op::PageLimit(pages) => {
                 let pages = i64::try_from(*pages).unwrap_or(i64::MAX);
@@ -195,7 +197,7 @@ impl Writer {
     /// row update, so the row is rewritten once, not twice.
     fn save(&self, job: &Job, events: &[EventData], at: SystemTime) -> Result<u64, StoreError> {
         let blob = id_blob(job.id);
-        let seq = self.append_events(job.id, &blob, events, at)?;
+        let seq = self.append_events(job.id, &blob, job.last_seq + 1, events, at)?;
         let running = job.state == JobState::Running;
         self.conn
             .prepare_cached(
@@ -225,9 +227,15 @@ impl Writer {
     }
 
     /// Appends events, coalescing a progress event that follows another progress event.
-    fn append(&self, id: JobId, events: &[EventData], at: SystemTime) -> Result<u64, StoreError> {
+    fn append(
+        &self,
+        id: JobId,
+        from_seq: u64,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<u64, StoreError> {
         let blob = id_blob(id);
-        let seq = self.append_events(id, &blob, events, at)?;
+        let seq = self.append_events(id, &blob, from_seq, events, at)?;
         if !events.is_empty() {
             self.conn
                 .prepare_cached("UPDATE jobs SET last_seq = ?2 WHERE id = ?1")
@@ -237,12 +245,14 @@ impl Writer {
         Ok(seq as u64)
     }
 
-    /// Inserts the events after the job's last seq and returns the new last seq, leaving
-    /// the caller to store it. An unknown job is refused before anything is written.
+    /// Inserts the events from `from_seq` or after the job's last seq, whichever is
+    /// higher, and returns the new last seq, leaving the caller to store it. An unknown
+    /// job is refused before anything is written.
     fn append_events(
         &self,
         id: JobId,
         blob: &[u8],
+        from_seq: u64,
         events: &[EventData],
         at: SystemTime,
     ) -> Result<i64, StoreError> {
@@ -252,11 +262,16 @@ impl Writer {
             .and_then(|mut s| s.query_row([blob], |r| r.get(0)).optional())
             .map_err(unavailable)?;
         let mut seq = last.ok_or(StoreError::UnknownJob(id))?;
-        for data in events {
+        let from_seq = i64::try_from(from_seq).map_err(unavailable)?;
+        for (offset, data) in (0..).zip(events) {
             if let EventData::Progress(progress) = data {
                 self.replace_progress(blob, seq, progress)?;
             }
-            seq += 1;
+            seq = if from_seq == 0 {
+                seq + 1
+            } else {
+                (seq + 1).max(from_seq + offset)
+            };
             self.insert_event(blob, seq, data, at)?;
         }
         Ok(seq)

@@ -67,10 +67,7 @@ async fn round(target: &Target, updates: u32, watchers: usize) -> Result<Vec<Fig
         .await
         .map_err(err)?;
     let id = job.into_inner().job.map(|j| j.id).unwrap_or_default();
-    let channels = target
-        .connect((watchers / 100).clamp(1, 100))
-        .await
-        .map_err(err)?;
+    let channels = target.connect(watchers.clamp(1, 100)).await.map_err(err)?;
     let tasks: Vec<_> = (0..watchers)
         .map(|i| tokio::spawn(follow(channels[i % channels.len()].clone(), id.clone())))
         .collect();

@@ -7,11 +7,104 @@
 //! progress event appended right after a progress event replaces it). If the engine ever
 //! learns of a seq it did not see appended (a gap), the tail restarts from there, so it
 //! can be short but never wrong.
+//!
+//! A job nobody watches has no channel, only its last seq: a million queued jobs should
+//! not hold a million channels. The first watcher makes one; the first event after the
+//! last watcher has gone drops it.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
-use super::job::{Event, EventData, whole_millis};
+use tokio::sync::watch;
+
+use super::Engine;
+use super::job::{Event, EventData, JobId, whole_millis};
+
+/// A non-terminal job as its watchers see it.
+#[derive(Debug)]
+pub enum Live {
+    /// Nobody watches: only the seq of the job's newest event.
+    Unwatched(u64),
+    /// Watched: the channel carrying the job's live log.
+    Watched(watch::Sender<LiveLog>),
+}
+
+impl Engine {
+    /// Makes a job's live entry (its log ends at `last_seq`) before anything can watch it.
+    pub(super) fn go_live(&self, id: JobId, last_seq: u64) {
+        self.lock().live.insert(id, Live::Unwatched(last_seq));
+    }
+
+    /// A receiver of the job's live log, if the job is not terminal.
+    pub(super) fn subscribe(&self, id: JobId) -> Option<watch::Receiver<LiveLog>> {
+        let mut state = self.lock();
+        let live = state.live.get_mut(&id)?;
+        Some(match live {
+            Live::Watched(tx) => tx.subscribe(),
+            Live::Unwatched(last_seq) => {
+                let (tx, rx) = watch::channel(LiveLog::starting_at(*last_seq));
+                *live = Live::Watched(tx);
+                rx
+            }
+        })
+    }
+
+    /// Whether anyone is watching the job's live log right now.
+    pub(super) fn watched(&self, id: JobId) -> bool {
+        matches!(self.lock().live.get(&id), Some(Live::Watched(tx)) if tx.receiver_count() > 0)
+    }
+
+    /// Adds events to the job's live log before the store has them, numbered as the store
+    /// will number them (the next seqs: each job's log has one writer at a time). If the
+    /// write then fails, the live log notices the gap at the next append and starts over.
+    /// Returns the seq the last event got (0 if the job is terminal).
+    pub(super) fn publish_next(&self, id: JobId, events: &[EventData], at: SystemTime) -> u64 {
+        self.append_live(id, events, None, at)
+    }
+
+    /// Adds events the store has just appended (the last one at `seq`) to the job's live
+    /// log and wakes its watchers.
+    pub(super) fn publish(&self, id: JobId, events: &[EventData], seq: u64, at: SystemTime) {
+        self.append_live(id, events, Some(seq), at);
+    }
+
+    /// Appends to the live entry; the last event gets `seq`, or the next seqs if None.
+    /// The channel is sent to outside the engine's lock, so waking watchers never holds
+    /// it; a channel whose watchers have all gone is dropped here.
+    fn append_live(
+        &self,
+        id: JobId,
+        events: &[EventData],
+        seq: Option<u64>,
+        at: SystemTime,
+    ) -> u64 {
+        let next = |last: u64| seq.unwrap_or(last + events.len() as u64);
+        let tx = {
+            let mut state = self.lock();
+            let Some(live) = state.live.get_mut(&id) else {
+                return 0;
+            };
+            match live {
+                Live::Unwatched(last) => {
+                    *last = next(*last);
+                    return *last;
+                }
+                Live::Watched(tx) if tx.receiver_count() == 0 => {
+                    let last = next(tx.borrow().last_seq);
+                    *live = Live::Unwatched(last);
+                    return last;
+                }
+                Live::Watched(tx) => tx.clone(),
+            }
+        };
+        let mut last = 0;
+        tx.send_modify(|log| {
+            last = next(log.last_seq);
+            log.appended_for(tx.receiver_count(), events, last, at);
+        });
+        last
+    }
+}
 
 /// The most events a tail keeps; older ones are read from the store.
 const TAIL: usize = 256;

@@ -31,7 +31,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, Semaphore, watch as watch_channel};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,7 +40,7 @@ use crate::jobs::registry::Registry;
 use crate::store::{ListQuery, Store};
 use clock::Clock;
 use job::{EventData, Failure, FailureKind, Job, JobId, JobState, Pool};
-use live::LiveLog;
+use live::Live;
 use queue::{DelaySet, PoolQueues};
 use run::{RunControl, StopReason};
 
@@ -121,8 +121,9 @@ struct State {
     delayed: DelaySet,
     running: HashMap<JobId, Arc<RunControl>>,
     running_per_queue: HashMap<String, usize>,
-    /// One sender per non-terminal job, carrying the newest part of its log to watchers.
-    live: HashMap<JobId, watch_channel::Sender<LiveLog>>,
+    /// Every non-terminal job: its last seq, or, while watched, the channel carrying the
+    /// newest part of its log to watchers.
+    live: HashMap<JobId, Live>,
 }
 
 fn pool_index(pool: Pool) -> usize {
@@ -282,59 +283,15 @@ impl Engine {
         job.expires_at = now.checked_add(retention);
         let events = [EventData::finished(job)];
         let seq = self.shared.store.save(job, &events, now).await;
-        let tx = self.lock().live.remove(&job.id);
+        let live = self.lock().live.remove(&job.id);
         job.last_seq = seq?;
         self.shared.totals.finished(job.state);
-        if let Some(tx) = tx {
+        if let Some(Live::Watched(tx)) = live {
             // The last value stays readable after the sender is gone: watchers take the
             // terminal event from memory too.
             tx.send_modify(|log| log.appended(&events, job.last_seq, now));
         }
         Ok(())
-    }
-
-    /// A receiver of the job's live log, if the job is not terminal.
-    fn subscribe(&self, id: JobId) -> Option<watch_channel::Receiver<LiveLog>> {
-        self.lock().live.get(&id).map(|tx| tx.subscribe())
-    }
-
-    /// Makes a job's live log (starting after `last_seq`) before anything else can watch it.
-    fn go_live(&self, id: JobId, last_seq: u64) {
-        let (tx, _) = watch_channel::channel(LiveLog::starting_at(last_seq));
-        self.lock().live.insert(id, tx);
-    }
-
-    /// Adds events to the job's live log before the store has them, numbered as the store
-    /// will number them (the next seqs: each job's log has one writer at a time). If the
-    /// write then fails, the live log notices the gap at the next append and starts over.
-    /// Returns the seq the last event got (0 if the job has no live log).
-    fn publish_next(&self, id: JobId, events: &[EventData], at: SystemTime) -> u64 {
-        let tx = self.lock().live.get(&id).cloned();
-        let mut seq = 0;
-        if let Some(tx) = tx {
-            tx.send_modify(|log| {
-                seq = log.last_seq + events.len() as u64;
-                log.appended_for(tx.receiver_count(), events, seq, at);
-            });
-        }
-        seq
-    }
-
-    /// Whether anyone is watching the job's live log right now.
-    fn watched(&self, id: JobId) -> bool {
-        self.lock()
-            .live
-            .get(&id)
-            .is_some_and(|tx| tx.receiver_count() > 0)
-    }
-
-    /// Adds events the store has just appended (the last one at `seq`) to the job's live
-    /// log and wakes its watchers.
-    fn publish(&self, id: JobId, events: &[EventData], seq: u64, at: SystemTime) {
-        let tx = self.lock().live.get(&id).cloned();
-        if let Some(tx) = tx {
-            tx.send_modify(|log| log.appended_for(tx.receiver_count(), events, seq, at));
-        }
     }
 
     /// Waiting jobs per pool (IO, CPU) and running jobs.

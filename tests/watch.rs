@@ -265,9 +265,11 @@ async fn a_stalled_watcher_neither_slows_the_job_nor_misses_state_changes() {
         [pb::JobState::Queued as i32, pb::JobState::Running as i32]
     );
     assert!(is_finished(events.last().unwrap()));
+    // Progress reaches watchers at most 64 times per 20 ms window while the job runs
+    // (what the stream's buffers take in meanwhile), never once per report.
     assert!(
-        events.len() < 100,
-        "progress must be coalesced, got {} events",
+        events.len() < 2_000,
+        "progress must be coalesced: {n} reports gave {} events",
         events.len()
     );
     // The stored log stays small however often the job reported. (Its seqs may climb

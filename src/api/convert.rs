@@ -53,7 +53,7 @@ pub fn submit_spec(req: pb::SubmitRequest) -> Result<JobSpec, Vec<FieldViolation
         }
     };
     let queue = if req.queue.is_empty() {
-        "default".to_string()
+        crate::engine::job::DEFAULT_QUEUE.to_string()
     } else {
         req.queue
     };

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::compact;
+
 /// A job's id: a UUID v7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -29,6 +31,15 @@ impl JobId {
     /// The id's 128 bits.
     pub fn as_u128(self) -> u128 {
         self.0.as_u128()
+    }
+
+    pub fn from_u128(bits: u128) -> Self {
+        JobId(Uuid::from_u128(bits))
+    }
+
+    /// The all-zero id: a record read without its id, until the store fills it in.
+    fn unset() -> Self {
+        JobId(Uuid::nil())
     }
 }
 
@@ -94,17 +105,31 @@ pub struct JobSpec {
     pub kind: String,
     /// Always a JSON object.
     pub args: Value,
+    #[serde(default = "default_queue", skip_serializing_if = "is_default_queue")]
     pub queue: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i32,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "compact::opt_duration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<Duration>,
     /// Not before this time (SCHEDULED until then).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "compact::opt_time",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub run_at: Option<SystemTime>,
     /// Not before this long after submission; the engine turns it into `run_at`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "compact::opt_duration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delay: Option<Duration>,
     /// `None`: the kind's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,8 +137,28 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// How long to keep the job once finished; `None`: the server's default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "compact::opt_duration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retention: Option<Duration>,
+}
+
+/// The queue a job goes to when it names none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+fn default_queue() -> String {
+    DEFAULT_QUEUE.into()
+}
+
+fn is_default_queue(queue: &str) -> bool {
+    queue == DEFAULT_QUEUE
+}
+
+/// Records leave out zeros, the common case, to keep them small.
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 impl JobSpec {
@@ -122,7 +167,7 @@ impl JobSpec {
         JobSpec {
             kind: kind.into(),
             args,
-            queue: "default".into(),
+            queue: default_queue(),
             priority: 0,
             labels: BTreeMap::new(),
             timeout: None,
@@ -140,7 +185,9 @@ impl JobSpec {
 pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 means no retry.
     pub max_attempts: u32,
+    #[serde(with = "compact::duration")]
     pub initial_backoff: Duration,
+    #[serde(with = "compact::duration")]
     pub max_backoff: Duration,
     /// At least 1.
     pub multiplier: f64,
@@ -275,15 +322,19 @@ impl Failure {
 pub struct AttemptFailure {
     pub attempt: u32,
     pub failure: Failure,
+    #[serde(with = "compact::time")]
     pub at: SystemTime,
 }
 
 /// A job and everything known about it; what the store keeps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
+    /// Not in the record: the stores key records by id, and fill it in when reading.
+    #[serde(skip_serializing, default = "JobId::unset")]
     pub id: JobId,
     pub spec: JobSpec,
     pub state: JobState,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
@@ -291,17 +342,31 @@ pub struct Job {
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
+    #[serde(with = "compact::time")]
     pub created_at: SystemTime,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "compact::opt_time",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub started_at: Option<SystemTime>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "compact::opt_time",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finished_at: Option<SystemTime>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
     /// The seq of the latest event in the job's log; the store keeps it current.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub last_seq: u64,
     /// When a SCHEDULED or RETRY_WAIT job is due.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "compact::opt_time",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub run_at: Option<SystemTime>,
     /// The policy in force.
     pub retry: RetryPolicy,
@@ -309,7 +374,11 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<AttemptFailure>,
     /// When a finished job will be purged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "compact::opt_time",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires_at: Option<SystemTime>,
 }
 
@@ -368,6 +437,7 @@ pub enum EventData {
     State {
         state: JobState,
         attempt: u32,
+        #[serde(with = "compact::opt_time", default)]
         run_at: Option<SystemTime>,
         error: Option<Failure>,
     },

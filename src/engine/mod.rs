@@ -9,6 +9,7 @@
 //! start-up the engine rebuilds its queues from the store's unfinished jobs.
 
 pub mod clock;
+mod compact;
 mod dispatch;
 pub mod error;
 pub mod job;

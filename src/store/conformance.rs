@@ -229,6 +229,49 @@ async fn insert_many_answers_in_order_and_sees_keys_of_the_same_batch() {
 }
 
 #[tokio::test]
+async fn sqlite_reads_records_in_the_earlier_format() {
+    // Before records left out the id and zeros, and wrote times and durations as
+    // {secs, nanos} structs.
+    let dir = tempfile::tempdir().unwrap();
+    let job = job();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.insert(&job, &[], SystemTime::now()).await.unwrap();
+    }
+    let old = serde_json::json!({
+        "id": job.id.to_string(),
+        "spec": {"kind": job.spec.kind, "args": job.spec.args, "queue": "default",
+                 "priority": 0, "timeout": {"secs": 30, "nanos": 0}},
+        "state": "queued", "attempt": 0, "last_seq": 0,
+        "created_at": {"secs_since_epoch": 1_795_653_874u64, "nanos_since_epoch": 738_676_367},
+        "retry": {"max_attempts": 3, "initial_backoff": {"secs": 1, "nanos": 0},
+                  "max_backoff": {"secs": 300, "nanos": 0}, "multiplier": 2.0, "jitter": 0.2},
+    });
+    let conn = rusqlite::Connection::open(dir.path().join(super::sqlite::DB_FILE)).unwrap();
+    conn.execute(
+        "UPDATE jobs SET record = ?1",
+        [serde_json::to_string(&old).unwrap()],
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let stored = store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(stored.id, job.id);
+    assert_eq!(
+        stored.spec.timeout,
+        Some(std::time::Duration::from_secs(30))
+    );
+    assert_eq!(
+        stored.created_at,
+        std::time::UNIX_EPOCH + std::time::Duration::new(1_795_653_874, 738_676_367)
+    );
+    assert_eq!(
+        stored.retry.max_backoff,
+        std::time::Duration::from_secs(300)
+    );
+}
+
+#[tokio::test]
 async fn sqlite_keeps_everything_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let now = SystemTime::now();

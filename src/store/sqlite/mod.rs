@@ -181,10 +181,21 @@ fn record_json(job: &Job) -> rusqlite::Result<String> {
     serde_json::to_string(&record).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
-fn job_from_row(
-    (record, last_seq, progress): (String, i64, Option<String>),
-) -> Result<Job, StoreError> {
+/// A job's columns, as `JOB_COLUMNS` selects them.
+type JobRow = (Vec<u8>, String, i64, Option<String>);
+
+const JOB_COLUMNS: &str = "id, record, last_seq, progress";
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn job_from_row((id, record, last_seq, progress): JobRow) -> Result<Job, StoreError> {
     let mut job: Job = serde_json::from_str(&record).map_err(unavailable)?;
+    let id: [u8; 16] = id
+        .try_into()
+        .map_err(|_| unavailable("a job id that is not 16 bytes"))?;
+    job.id = JobId::from_u128(u128::from_be_bytes(id));
     job.last_seq = last_seq as u64;
     job.progress = progress
         .map(|p| serde_json::from_str::<Progress>(&p))
@@ -193,17 +204,13 @@ fn job_from_row(
     Ok(job)
 }
 
-const JOB_COLUMNS: &str = "record, last_seq, progress";
-
 fn job_rows(
     conn: &Connection,
     sql: &str,
     args: impl rusqlite::Params,
 ) -> Result<Vec<Job>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
-    let rows = stmt
-        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map_err(unavailable)?;
+    let rows = stmt.query_map(args, job_row).map_err(unavailable)?;
     rows.map(|row| job_from_row(row.map_err(unavailable)?))
         .collect()
 }
@@ -274,10 +281,7 @@ impl Store for SqliteStore {
             let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
             let row = conn
                 .prepare_cached(&sql)
-                .and_then(|mut s| {
-                    s.query_row([id_blob(id)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()
-                })
+                .and_then(|mut s| s.query_row([id_blob(id)], job_row).optional())
                 .map_err(unavailable)?;
             row.map(job_from_row).transpose()
         })
@@ -340,9 +344,7 @@ impl Store for SqliteStore {
                 query.kind,
                 query.queue,
             ];
-            let rows = stmt
-                .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(unavailable)?;
+            let rows = stmt.query_map(args, job_row).map_err(unavailable)?;
             let mut jobs = Vec::new();
             for row in rows {
                 let job = job_from_row(row.map_err(unavailable)?)?;

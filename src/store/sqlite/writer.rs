@@ -136,15 +136,14 @@ impl Writer {
         at: SystemTime,
     ) -> Result<Inserted, StoreError> {
         if let Some(key) = &job.spec.idempotency_key {
-            let existing: Option<(String, i64, Option<String>)> = self
+            let sql = format!(
+                "SELECT {} FROM jobs WHERE idempotency_key = ?1",
+                super::JOB_COLUMNS
+            );
+            let existing = self
                 .conn
-                .prepare_cached(
-                    "SELECT record, last_seq, progress FROM jobs WHERE idempotency_key = ?1",
-                )
-                .and_then(|mut s| {
-                    s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()
-                })
+                .prepare_cached(&sql)
+                .and_then(|mut s| s.query_row([key], super::job_row).optional())
                 .map_err(unavailable)?;
             if let Some(row) = existing {
                 return Ok(Inserted::Existing(Box::new(super::job_from_row(row)?)));

@@ -229,7 +229,7 @@ async fn insert_many_answers_in_order_and_sees_keys_of_the_same_batch() {
 }
 
 #[tokio::test]
-async fn sqlite_reads_records_in_the_earlier_format() {
+async fn sqlite_reads_records_and_schemas_of_the_earlier_format() {
     // Before records left out the id and zeros, and wrote times and durations as
     // {secs, nanos} structs.
     let dir = tempfile::tempdir().unwrap();
@@ -247,10 +247,19 @@ async fn sqlite_reads_records_in_the_earlier_format() {
         "retry": {"max_attempts": 3, "initial_backoff": {"secs": 1, "nanos": 0},
                   "max_backoff": {"secs": 300, "nanos": 0}, "multiplier": 2.0, "jitter": 0.2},
     });
-    let conn = rusqlite::Connection::open(dir.path().join(super::sqlite::DB_FILE)).unwrap();
+    let db = dir.path().join(super::sqlite::DB_FILE);
+    let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute(
         "UPDATE jobs SET record = ?1",
         [serde_json::to_string(&old).unwrap()],
+    )
+    .unwrap();
+    // And a schema v1 database: its index of unfinished jobs used NOT IN.
+    conn.execute_batch(
+        "DROP INDEX jobs_unfinished;
+         CREATE INDEX jobs_unfinished ON jobs(state)
+             WHERE state NOT IN ('succeeded', 'failed', 'cancelled');
+         PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);
@@ -269,6 +278,20 @@ async fn sqlite_reads_records_in_the_earlier_format() {
         stored.retry.max_backoff,
         std::time::Duration::from_secs(300)
     );
+    assert_eq!(store.unfinished().await.unwrap()[0].id, job.id);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let version: i32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    let index: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'jobs_unfinished'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, super::sqlite::SCHEMA_VERSION);
+    assert!(!index.contains("NOT IN"), "{index}");
 }
 
 #[tokio::test]

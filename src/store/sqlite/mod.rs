@@ -364,7 +364,8 @@ impl Store for SqliteStore {
         self.read(|conn| {
             let sql = format!(
                 "SELECT {JOB_COLUMNS} FROM jobs
-                 WHERE state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY id"
+                 WHERE state <> 'succeeded' AND state <> 'failed' AND state <> 'cancelled'
+                 ORDER BY id"
             );
             job_rows(conn, &sql, [])
         })

@@ -11,7 +11,7 @@ use crate::store::StoreError;
 /// "SPND": marks a SQLite file as a Spindle database (`PRAGMA application_id`).
 pub const APPLICATION_ID: i32 = 0x5350_4E44;
 /// The schema this build reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -42,6 +42,14 @@ const MIGRATIONS: &[&str] = &[
         data    TEXT NOT NULL,
         PRIMARY KEY (job_id, seq)
     ) WITHOUT ROWID;
+    "#,
+    // v1 -> v2: the same index without `NOT IN`: SQLite evaluates an IN list in an index's
+    // WHERE through a temporary B-tree, opened and freed by every insert and update of a
+    // job (a sixth of the writer thread's time under load, much of it in page faults).
+    r#"
+    DROP INDEX jobs_unfinished;
+    CREATE INDEX jobs_unfinished ON jobs(state)
+        WHERE state <> 'succeeded' AND state <> 'failed' AND state <> 'cancelled';
     "#,
 ];
 

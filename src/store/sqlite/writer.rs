@@ -299,7 +299,7 @@ impl Writer {
 
     fn purge(&self, now: SystemTime) -> Result<usize, StoreError> {
         let expired = "SELECT id FROM jobs WHERE expires_at_ms <= ?1
-                       AND state IN ('succeeded', 'failed', 'cancelled')";
+                       AND (state = 'succeeded' OR state = 'failed' OR state = 'cancelled')";
         self.conn
             .execute(
                 &format!("DELETE FROM events WHERE job_id IN ({expired})"),

@@ -4,6 +4,8 @@
 
 pub mod convert;
 pub mod echo;
+pub mod json;
+pub mod reply;
 pub mod status;
 
 use std::pin::Pin;

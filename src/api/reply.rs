@@ -1,0 +1,183 @@
+//! Domain -> protobuf: the engine's jobs, events, stats and kinds as the API's messages.
+
+use std::time::SystemTime;
+
+use serde_json::Value as Json;
+
+use super::json::{json_to_struct, json_to_value};
+use crate::engine::Stats;
+use crate::engine::job::{
+    AttemptFailure, Event, EventData, Failure, FailureKind, Job, JobId, JobState, Pool, Progress,
+    RetryPolicy,
+};
+use crate::jobs::registry::JobKind;
+use crate::pb;
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    t.into()
+}
+
+pub fn state_to_pb(state: JobState) -> pb::JobState {
+    match state {
+        JobState::Scheduled => pb::JobState::Scheduled,
+        JobState::RetryWait => pb::JobState::RetryWait,
+        JobState::Queued => pb::JobState::Queued,
+        JobState::Running => pb::JobState::Running,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+fn progress_to_pb(p: &Progress) -> pb::Progress {
+    pb::Progress {
+        fraction: p.fraction,
+        done: p.done,
+        total: p.total,
+        message: p.message.clone(),
+    }
+}
+
+fn error_to_pb(f: &Failure) -> pb::JobError {
+    let kind = match f.kind {
+        FailureKind::Handler => pb::ErrorKind::Handler,
+        FailureKind::Panic => pb::ErrorKind::Panic,
+        FailureKind::Timeout => pb::ErrorKind::Timeout,
+        FailureKind::Cancelled => pb::ErrorKind::Cancelled,
+        FailureKind::Shutdown => pb::ErrorKind::Shutdown,
+        FailureKind::Interrupted => pb::ErrorKind::Interrupted,
+        FailureKind::Permanent => pb::ErrorKind::Permanent,
+    };
+    pb::JobError {
+        kind: kind.into(),
+        message: f.message.clone(),
+    }
+}
+
+pub fn job_to_pb(job: &Job) -> pb::Job {
+    let args = match &job.spec.args {
+        Json::Object(map) => Some(json_to_struct(map)),
+        _ => None,
+    };
+    pb::Job {
+        id: job.id.to_string(),
+        kind: job.spec.kind.clone(),
+        args,
+        queue: job.spec.queue.clone(),
+        priority: job.spec.priority,
+        labels: job.spec.labels.clone().into_iter().collect(),
+        timeout: job.spec.timeout.and_then(|t| t.try_into().ok()),
+        state: state_to_pb(job.state).into(),
+        attempt: job.attempt,
+        progress: job.progress.as_ref().map(progress_to_pb),
+        result: job.result.as_ref().map(json_to_value),
+        error: job.error.as_ref().map(error_to_pb),
+        created_at: Some(timestamp(job.created_at)),
+        started_at: job.started_at.map(timestamp),
+        finished_at: job.finished_at.map(timestamp),
+        cancel_requested: job.cancel_requested,
+        last_seq: job.last_seq,
+        run_at: job.run_at.map(timestamp),
+        retry: Some(retry_to_pb(&job.retry)),
+        attempt_errors: job.errors.iter().map(attempt_error_to_pb).collect(),
+        idempotency_key: job.spec.idempotency_key.clone().unwrap_or_default(),
+        expires_at: job.expires_at.map(timestamp),
+    }
+}
+
+fn retry_to_pb(r: &RetryPolicy) -> pb::RetryPolicy {
+    pb::RetryPolicy {
+        max_attempts: r.max_attempts,
+        initial_backoff: r.initial_backoff.try_into().ok(),
+        max_backoff: r.max_backoff.try_into().ok(),
+        multiplier: r.multiplier,
+        jitter: r.jitter,
+    }
+}
+
+fn attempt_error_to_pb(e: &AttemptFailure) -> pb::AttemptError {
+    pb::AttemptError {
+        attempt: e.attempt,
+        error: Some(error_to_pb(&e.failure)),
+        at: Some(timestamp(e.at)),
+    }
+}
+
+pub fn event_to_pb(id: JobId, event: &Event) -> pb::JobEvent {
+    use pb::job_event::Payload;
+    let payload = match &event.data {
+        EventData::State {
+            state,
+            attempt,
+            run_at,
+            error,
+        } => Payload::StateChanged(pb::StateChanged {
+            state: state_to_pb(*state).into(),
+            attempt: *attempt,
+            run_at: run_at.map(timestamp),
+            error: error.as_ref().map(error_to_pb),
+        }),
+        EventData::Progress(p) => Payload::Progress(progress_to_pb(p)),
+        EventData::Log(line) => Payload::Log(pb::LogLine {
+            message: line.clone(),
+        }),
+        EventData::Finished {
+            state,
+            result,
+            error,
+            attempt,
+        } => Payload::Finished(pb::JobFinished {
+            state: state_to_pb(*state).into(),
+            result: result.as_ref().map(json_to_value),
+            error: error.as_ref().map(error_to_pb),
+            attempt: *attempt,
+        }),
+    };
+    pb::JobEvent {
+        job_id: id.to_string(),
+        seq: event.seq,
+        at: Some(timestamp(event.at)),
+        payload: Some(payload),
+    }
+}
+
+pub fn stats_to_pb(stats: &Stats) -> pb::Stats {
+    pb::Stats {
+        queued: stats.queued,
+        delayed: stats.delayed,
+        running: stats.running,
+        submitted_total: stats.submitted_total,
+        succeeded_total: stats.succeeded_total,
+        failed_total: stats.failed_total,
+        cancelled_total: stats.cancelled_total,
+        watchers: stats.watchers,
+        started_at: Some(timestamp(stats.started_at)),
+    }
+}
+
+pub fn kind_to_pb(kind: &JobKind) -> pb::JobKind {
+    let pool = match kind.pool() {
+        Pool::Io => pb::Pool::Io,
+        Pool::Cpu => pb::Pool::Cpu,
+    };
+    let args_schema = match kind.schema() {
+        Json::Object(map) => Some(json_to_struct(map)),
+        _ => None,
+    };
+    pb::JobKind {
+        name: kind.name().to_string(),
+        pool: pool.into(),
+        description: kind.description().to_string(),
+        args_schema,
+        fields: kind
+            .fields()
+            .into_iter()
+            .map(|f| pb::ArgField {
+                name: f.name,
+                r#type: f.json_type,
+                required: f.required,
+                description: f.description,
+            })
+            .collect(),
+    }
+}

@@ -13,8 +13,9 @@ use super::Engine;
 use super::job::{EventData, JobId, Progress};
 use crate::exec::JobContext;
 
-/// The most progress deliveries to watchers between two store writes. It bounds how far
-/// the live log can run ahead of the stored one: after a crash, recovery numbers a job's
+/// How many progress seqs shown to watchers may wait for a store write (one more is
+/// shown as a write starts). It bounds how far the live log can run ahead of the
+/// stored one, counting a write in flight as not landed: after a crash, recovery numbers a job's
 /// next events past that margin, so no seq a watcher saw is ever reused.
 pub(crate) const LIVE_AHEAD: u64 = 64;
 
@@ -25,8 +26,12 @@ pub(super) struct Reporter<'a> {
     ctx: &'a JobContext,
     /// The newest progress only watchers have seen: its seq, time and value.
     unstored: Option<(u64, SystemTime, Progress)>,
-    /// Deliveries to watchers left before the next store write.
-    budget: u64,
+    /// Progress seqs shown to watchers so far, and how many of them a finished store
+    /// write covers: the difference is how far the live log runs ahead of the store.
+    shown: u64,
+    stored: u64,
+    /// No deliveries until the next store write: nobody watches, or log lines wait.
+    held: bool,
 }
 
 impl<'a> Reporter<'a> {
@@ -36,21 +41,33 @@ impl<'a> Reporter<'a> {
             id,
             ctx,
             unstored: None,
-            budget: LIVE_AHEAD,
+            shown: 0,
+            stored: 0,
+            held: false,
         }
     }
 
-    /// Whether a report between two store writes may still go to watchers at once.
+    /// Whether a report between two store writes may still go to watchers at once: the
+    /// live log stays within `LIVE_AHEAD` seqs of what the store holds, counting a write
+    /// in flight as not yet stored.
     pub(super) fn live_open(&self) -> bool {
-        self.budget > 0
+        !self.held && self.shown - self.stored < LIVE_AHEAD
+    }
+
+    /// Records that a store write returned by `flush` has landed; `covers` is its output.
+    pub(super) fn written(&mut self, covers: u64) {
+        self.stored = self.stored.max(covers);
     }
 
     /// Shows the newest progress to the job's watchers now, if someone watches and
     /// nothing but progress is waiting. Otherwise it waits for the next store write, and
     /// so do later reports until then (no wake-ups for nothing).
     pub(super) fn deliver(&mut self) {
+        if !self.live_open() {
+            return;
+        }
         if !self.engine.watched(self.id) {
-            self.budget = 0;
+            self.held = true;
             return;
         }
         let progress = match self.ctx.take_progress_only() {
@@ -58,7 +75,7 @@ impl<'a> Reporter<'a> {
             // A wake-up for reports a store write has taken already.
             Ok(None) => return,
             Err(()) => {
-                self.budget = 0;
+                self.held = true;
                 return;
             }
         };
@@ -66,7 +83,7 @@ impl<'a> Reporter<'a> {
         let events = [EventData::Progress(progress.clone())];
         let seq = self.engine.publish_next(self.id, &events, now);
         self.unstored = Some((seq, now, progress));
-        self.budget -= 1;
+        self.shown += 1;
     }
 
     /// Takes what was reported since the last store write, with the newest progress
@@ -74,8 +91,9 @@ impl<'a> Reporter<'a> {
     /// watchers now, and returns the store write. The driver keeps delivering progress
     /// while that write is in flight and starts no other before it is done, so the store
     /// gets the job's events in order.
-    pub(super) fn flush(&mut self) -> impl Future<Output = ()> + Send + use<'a> {
-        self.budget = LIVE_AHEAD;
+    /// The write resolves to the count of shown seqs it covers, for [`Self::written`].
+    pub(super) fn flush(&mut self) -> impl Future<Output = u64> + Send + use<'a> {
+        self.held = false;
         let pending = self.ctx.take_pending();
         let progress_only = pending.iter().all(|e| matches!(e, EventData::Progress(_)));
         let superseded = progress_only && !pending.is_empty();
@@ -83,13 +101,15 @@ impl<'a> Reporter<'a> {
         let now = self.engine.now();
         // Progress alone may be shown before it is durable: it is coalesced anyway, and a
         // crash may lose the latest of it (the guarantees say so).
-        let shown = (superseded).then(|| self.engine.publish_next(self.id, &pending, now));
+        let shown_at = superseded.then(|| self.engine.publish_next(self.id, &pending, now));
+        self.shown += u64::from(superseded);
+        let covers = self.shown;
         let (engine, id) = (self.engine, self.id);
         async move {
             if let Some((seq, at, progress)) = unstored {
                 store_ahead(engine, id, seq, &[EventData::Progress(progress)], at).await;
             }
-            if let Some(seq) = shown {
+            if let Some(seq) = shown_at {
                 store_ahead(engine, id, seq, &pending, now).await;
             } else if !pending.is_empty() {
                 // Log lines wait for the store: they are never shown and then lost.
@@ -98,6 +118,7 @@ impl<'a> Reporter<'a> {
                     Err(e) => tracing::warn!(error = %e, "could not record the job's log lines"),
                 }
             }
+            covers
         }
     }
 }

@@ -220,7 +220,7 @@ async fn supervise(
     tokio::pin!(run);
     tokio::pin!(first_write);
     let mut reporter = Reporter::new(engine, job.id, ctx);
-    let mut writing: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
+    let mut writing: Option<Pin<Box<dyn Future<Output = u64> + Send + '_>>> = None;
     let mut written = false;
     let interval = engine.shared.config.progress_interval;
     let deadline = job.spec.timeout.map(|t| Instant::now() + t);
@@ -231,7 +231,10 @@ async fn supervise(
         tokio::select! {
             outcome = &mut run => break outcome,
             () = &mut first_write, if !written => written = true,
-            () = finish_write(&mut writing), if writing.is_some() => writing = None,
+            covers = finish_write(&mut writing), if writing.is_some() => {
+                writing = None;
+                reporter.written(covers);
+            }
             _ = ctx.reported(), if written && (flush_at.is_none() || reporter.live_open()) => {
                 if next_allowed <= Instant::now() && writing.is_none() {
                     // Due already: write now, not at the timer's next millisecond tick.
@@ -265,10 +268,11 @@ async fn supervise(
     outcome
 }
 
-/// Waits for the store write in flight, if any.
-async fn finish_write(writing: &mut Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>>) {
-    if let Some(write) = writing.as_mut() {
-        write.as_mut().await;
+/// Waits for the store write in flight (never resolves if there is none).
+async fn finish_write(writing: &mut Option<Pin<Box<dyn Future<Output = u64> + Send + '_>>>) -> u64 {
+    match writing.as_mut() {
+        Some(write) => write.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

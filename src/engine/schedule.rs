@@ -108,7 +108,7 @@ impl Engine {
     /// A job that was RUNNING when the service stopped: that attempt failed; retry it now
     /// if attempts remain, else it FAILED.
     async fn recover_interrupted(&self, job: &mut Job) -> Result<(), EngineError> {
-        // Watchers may have seen up to LIVE_AHEAD progress seqs that never reached the
+        // Watchers may have seen up to LIVE_AHEAD + 1 progress seqs that never reached the
         // store: number what follows past them.
         job.last_seq += LIVE_AHEAD + 1;
         let failure = interrupted(job.attempt);

@@ -7,7 +7,7 @@
 //! parts: the arguments' map alone takes a 600-byte node). A queue of a million jobs
 //! then fits in well under a gigabyte. Records are encoded outside the lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, btree_map};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -94,12 +94,8 @@ impl Inner {
             }
             self.keys.insert(key.clone(), job.id);
         }
-        let mut entry = Entry {
-            record,
-            last_seq: 0,
-            progress: job.progress.clone().map(Box::new),
-            events: Vec::with_capacity(events.len()),
-        };
+        let mut entry = Entry::new(record, events.len());
+        entry.progress = job.progress.clone().map(Box::new);
         for data in events {
             entry.push(data, 0, at);
         }
@@ -112,6 +108,16 @@ impl Inner {
 // === impl Entry ===
 
 impl Entry {
+    /// A job with an empty log, room for `events` events.
+    fn new(record: Record, events: usize) -> Self {
+        Entry {
+            record,
+            last_seq: 0,
+            progress: None,
+            events: Vec::with_capacity(events),
+        }
+    }
+
     /// The job, decoded, with the store's seq and progress.
     fn job(&self, id: JobId) -> Result<Job, StoreError> {
         let mut job: Job = serde_json::from_slice(&self.record.json)
@@ -185,21 +191,16 @@ impl Store for MemoryStore {
     ) -> Result<u64, StoreError> {
         let record = Record::encode(job)?;
         let mut inner = self.lock();
-        let entry = inner.jobs.entry(job.id).or_insert_with(|| {
-            Box::new(Entry {
-                record: Record {
-                    json: Box::default(),
-                    state: job.state,
-                    expires_at: None,
-                },
-                last_seq: 0,
-                progress: None,
-                events: Vec::new(),
-            })
-        });
+        let entry = match inner.jobs.entry(job.id) {
+            btree_map::Entry::Vacant(vacant) => vacant.insert(Box::new(Entry::new(record, 0))),
+            btree_map::Entry::Occupied(occupied) => {
+                let entry = occupied.into_mut();
+                entry.record = record;
+                entry
+            }
+        };
         // The store owns the seq counter and the latest progress; the caller's copy of
         // the record may be older on both, or skip seqs ahead.
-        entry.record = record;
         if let Some(progress) = &job.progress {
             entry.progress = Some(Box::new(progress.clone()));
         }

@@ -71,3 +71,40 @@ fn smoke_run_covers_every_workload_on_both_stores_with_sane_figures() {
         assert!(seen >= 1.0, "watchers saw progress on {store}");
     }
 }
+
+#[test]
+fn concurrency_flag_picks_the_levels_w1_and_w5_run_at() {
+    let out = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["bench", "--smoke", "--json", "--only", "W1"])
+        .args(["--store", "memory", "--concurrency", "3,5"])
+        .output()
+        .expect("run spindle bench");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let rows = report["rows"].as_array().expect("rows");
+    let levels: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["workload"] == "W1")
+        .filter_map(|r| r["what"].as_str())
+        .filter(|what| what.starts_with("submit, one call per job"))
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            "submit, one call per job, C=3",
+            "submit, one call per job, C=5"
+        ]
+    );
+    assert!(figure(rows, "W5", "W1 / W5, C=5", "memory") > 0.0);
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["bench", "--smoke", "--concurrency", "0"])
+        .output()
+        .expect("run spindle bench");
+    assert!(!refused.status.success(), "--concurrency 0 is refused");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--concurrency"));
+}

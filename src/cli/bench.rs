@@ -26,6 +26,10 @@ pub struct BenchArgs {
     /// Only these workloads (comma-separated: W1,W2,W3,W4,W6,W7; W5 runs with W1).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// The client concurrencies W1 and W5 run at (comma-separated; default 1,16,256, or
+    /// 1,16 with --smoke).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub concurrency: Vec<u16>,
     /// Also write the results as JSON to this file (--json prints them instead of the table).
     #[arg(long, value_name = "FILE")]
     pub json_out: Option<PathBuf>,
@@ -51,6 +55,14 @@ impl BenchArgs {
             "sqlite" => vec![StoreKind::Sqlite],
             _ => vec![StoreKind::Memory, StoreKind::Sqlite],
         };
+        let mut sizes = if self.smoke {
+            Sizes::smoke()
+        } else {
+            Sizes::full()
+        };
+        if !self.concurrency.is_empty() {
+            sizes.concurrency = self.concurrency.iter().map(|&c| usize::from(c)).collect();
+        }
         Ok(BenchConfig {
             server: self.target.clone(),
             stores,
@@ -59,11 +71,7 @@ impl BenchArgs {
             } else {
                 usize::from(self.runs)
             },
-            sizes: if self.smoke {
-                Sizes::smoke()
-            } else {
-                Sizes::full()
-            },
+            sizes,
             only: self.only.clone(),
             smoke: self.smoke,
         })

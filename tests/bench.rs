@@ -69,6 +69,13 @@ fn smoke_run_covers_every_workload_on_both_stores_with_sane_figures() {
             store,
         );
         assert!(seen >= 1.0, "watchers saw progress on {store}");
+        let limit = figure(
+            rows,
+            "W4",
+            "limit (Bench/Fanout): events seen per watcher, 20 watchers",
+            store,
+        );
+        assert!(limit >= 1.0, "Fanout subscribers saw events on {store}");
     }
 }
 

@@ -1,20 +1,24 @@
-//! `spindle.v1.Bench/Echo`: the benchmark's reference RPC. It decodes a SubmitRequest and
-//! answers a fixed SubmitResponse shaped like Submit's, on the same tonic stack, so
-//! `spindle bench` can tell the RPC layer's cost from Spindle's own work (W5). Served only
-//! when asked for (`--bench-echo`).
+//! `spindle.v1.Bench`: the benchmark's reference RPCs, on the same tonic stack as
+//! JobService, so `spindle bench` can tell the RPC layer's cost from Spindle's own work.
+//! Echo decodes a SubmitRequest and answers a fixed SubmitResponse shaped like Submit's
+//! (W5, W1's limit); Fanout streams paced events to many subscribers ([`super::fanout`],
+//! W4's limit). Served only when asked for (`--bench-echo`).
 
 use std::time::SystemTime;
 
 use tonic::{Request, Response, Status};
 
+use super::JobEventStream;
+use super::fanout::Rooms;
 use crate::engine::job::{Job, JobSpec, RetryPolicy};
 use crate::pb;
 use crate::pb::bench_server::Bench;
 
-/// Answers every Echo with the same response.
-#[derive(Debug, Clone)]
+/// Answers every Echo with the same response, and serves Fanout's rooms.
+#[derive(Clone)]
 pub struct EchoApi {
     canned: pb::SubmitResponse,
+    rooms: Rooms,
 }
 
 impl Default for EchoApi {
@@ -26,6 +30,7 @@ impl Default for EchoApi {
                 job: Some(super::convert::job_to_pb(&job)),
                 existing: false,
             },
+            rooms: Rooms::default(),
         }
     }
 }
@@ -39,5 +44,14 @@ impl Bench for EchoApi {
         // Touch the request as Submit's conversion would start to, so it is not optimised away.
         std::hint::black_box(request.into_inner());
         Ok(Response::new(self.canned.clone()))
+    }
+
+    type FanoutStream = JobEventStream;
+
+    async fn fanout(
+        &self,
+        request: Request<pb::FanoutRequest>,
+    ) -> Result<Response<Self::FanoutStream>, Status> {
+        self.rooms.join(request.into_inner()).map(Response::new)
     }
 }

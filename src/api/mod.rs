@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod echo;
+pub mod fanout;
 pub mod json;
 pub mod reply;
 pub mod status;

@@ -1,6 +1,8 @@
 //! W4: progress delivery. A `demo.progress` job reports `updates` times, 1 ms apart,
 //! while 1, 100 or 10,000 watchers follow it; each report's wall time comes back in the
-//! job's result, so every event a watcher receives gives a report-to-watcher delay.
+//! job's result, so every event a watcher receives gives a report-to-watcher delay. W4's
+//! limit runs the same pace and watcher count through `Bench/Fanout`, which streams paced
+//! events with no engine behind them: the RPC layer's own cost of the fan-out.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,6 +11,7 @@ use tonic::transport::Channel;
 
 use crate::api::convert::{json_to_struct, value_to_json};
 use crate::pb;
+use crate::pb::bench_client::BenchClient;
 use crate::pb::job_event::Payload;
 use crate::pb::job_service_client::JobServiceClient;
 
@@ -27,10 +30,22 @@ type Seen = Vec<(u64, f64, f64)>;
 
 async fn follow(channel: Channel, id: String) -> Result<Seen, tonic::Status> {
     let mut client = JobServiceClient::new(channel);
-    let mut events = client
+    let events = client
         .watch_progress(pb::WatchProgressRequest { id, after_seq: 0 })
         .await?
         .into_inner();
+    collect(events).await
+}
+
+async fn subscribe(channel: Channel, request: pb::FanoutRequest) -> Result<Seen, tonic::Status> {
+    let events = BenchClient::new(channel)
+        .fanout(request)
+        .await?
+        .into_inner();
+    collect(events).await
+}
+
+async fn collect(mut events: tonic::Streaming<pb::JobEvent>) -> Result<Seen, tonic::Status> {
     let mut seen = Vec::new();
     while let Some(event) = events.message().await? {
         let received = unix_us(SystemTime::now());
@@ -107,12 +122,7 @@ async fn round(target: &Target, updates: u32, watchers: usize) -> Result<Vec<Fig
     }
     let events_per_watcher = delivery.len() as f64 / watchers as f64;
     let (d, f) = (Percentiles::of(delivery), Percentiles::of(fanout));
-    let what = |s: &str| {
-        format!(
-            "{s}, {watchers} watcher{}",
-            if watchers == 1 { "" } else { "s" }
-        )
-    };
+    let what = |s: &str| per_watchers(s, watchers);
     Ok(vec![
         Figure {
             workload: "W4",
@@ -159,6 +169,64 @@ async fn round(target: &Target, updates: u32, watchers: usize) -> Result<Vec<Fig
     ])
 }
 
+fn per_watchers(what: &str, watchers: usize) -> String {
+    let plural = if watchers == 1 { "" } else { "s" };
+    format!("{what}, {watchers} watcher{plural}")
+}
+
+/// W4's limit with `watchers` subscribers: the same pace through `Bench/Fanout`. Nothing
+/// if the server does not serve it (a remote one started without --bench-echo).
+async fn limit_round(
+    target: &Target,
+    updates: u32,
+    watchers: usize,
+) -> Result<Vec<Figure>, String> {
+    let channels = target.connect(watchers.clamp(1, 100)).await.map_err(err)?;
+    let request = pb::FanoutRequest {
+        room: format!("w4-{}", uuid::Uuid::now_v7()),
+        subscribers: u32::try_from(watchers).map_err(err)?,
+        updates,
+        pause_us: 1000,
+    };
+    let tasks: Vec<_> = (0..watchers)
+        .map(|i| {
+            let channel = channels[i % channels.len()].clone();
+            tokio::spawn(subscribe(channel, request.clone()))
+        })
+        .collect();
+    let mut delivery = Vec::new();
+    for task in tasks {
+        match task.await.map_err(err)? {
+            Ok(seen) => delivery.extend(seen.iter().map(|(_, received, at)| received - at)),
+            Err(s) if s.code() == tonic::Code::Unimplemented => return Ok(Vec::new()),
+            Err(s) => return Err(s.message().to_string()),
+        }
+    }
+    let events_per_watcher = delivery.len() as f64 / watchers as f64;
+    let d = Percentiles::of(delivery);
+    let what = |s: &str| per_watchers(&format!("limit (Bench/Fanout): {s}"), watchers);
+    Ok(vec![
+        Figure {
+            workload: "W4",
+            what: what("publish to watcher p50"),
+            unit: "µs",
+            value: d.p50,
+        },
+        Figure {
+            workload: "W4",
+            what: what("publish to watcher p99"),
+            unit: "µs",
+            value: d.p99,
+        },
+        Figure {
+            workload: "W4",
+            what: what("events seen per watcher"),
+            unit: "events",
+            value: events_per_watcher,
+        },
+    ])
+}
+
 /// Waits until the server counts `n` open watch streams (at most 60 s).
 async fn wait_watchers(client: &mut JobServiceClient<Channel>, n: u64) -> Result<(), String> {
     let give_up = Instant::now() + Duration::from_secs(60);
@@ -183,6 +251,7 @@ pub async fn w4(target: &Target, sizes: &Sizes) -> Result<Vec<Figure>, String> {
     let mut figures = Vec::new();
     for &watchers in &sizes.w4_watchers {
         figures.extend(round(target, sizes.w4_updates, watchers).await?);
+        figures.extend(limit_round(target, sizes.w4_updates, watchers).await?);
     }
     Ok(figures)
 }

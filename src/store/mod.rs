@@ -77,6 +77,10 @@ pub enum Inserted {
 }
 
 /// Where jobs and their event logs live.
+///
+/// Writes land in the order they are made: a write whose future was first polled after
+/// another's is never applied before it, even if the two are awaited in another order. The
+/// engine relies on this to send a job's outcome right behind its RUNNING write.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a new job with its first events, unless its idempotency key is taken: the

@@ -86,6 +86,12 @@ impl<'a> Reporter<'a> {
         self.shown += 1;
     }
 
+    /// Whether nothing waits to be written: no report since the last write, and no
+    /// progress shown to watchers but not stored.
+    pub(super) fn idle(&self) -> bool {
+        self.unstored.is_none() && !self.ctx.has_pending()
+    }
+
     /// Takes what was reported since the last store write, with the newest progress
     /// watchers saw (unless a newer one supersedes it), shows pending progress to
     /// watchers now, and returns the store write. The driver keeps delivering progress

@@ -2,8 +2,9 @@
 //! write what the handler reports at a bounded rate, enforce its timeout, and record how it
 //! ended. One driver task per running job; it is the only writer of that job meanwhile.
 
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -90,11 +91,12 @@ async fn drive_attempt(
     // job's log in order. A crash before the commit leaves the job QUEUED: it runs again,
     // as at-least-once allows.
     let mut running = job.clone();
-    let record_running = async move {
+    let record_running = pin!(async move {
         if let Err(e) = engine.record_state(&mut running).await {
             tracing::error!(error = %e, "could not record the job as running");
         }
-    };
+    });
+    let mut record_running = Fuse::new(record_running);
     let outcome = match engine.shared.registry.get(&job.spec.kind).cloned() {
         Some(kind) => {
             let ctx = JobContext::new(
@@ -104,18 +106,69 @@ async fn drive_attempt(
                 control.token.clone(),
             );
             let run = engine.shared.executor.run(kind.handler(), ctx.clone());
-            supervise(engine, &job, &ctx, control, run, record_running).await
+            supervise(engine, &job, &ctx, control, run, &mut record_running).await
         }
-        None => {
-            record_running.await;
-            RunOutcome::Returned(Err(HandlerError::permanent(
-                "job kind is no longer registered",
-            )))
-        }
+        None => RunOutcome::Returned(Err(HandlerError::permanent(
+            "job kind is no longer registered",
+        ))),
     };
     drop(slot);
     let stop = control.reason();
-    record_outcome(engine, &job, settle(&job, outcome, stop), stop).await;
+    let settled = settle(&job, outcome, stop);
+    // A short job often ends before RUNNING is committed. Its outcome is written right
+    // behind it (the store applies writes in the order they are made, and often commits
+    // both at once) instead of one fsync later; the two are then awaited in that order,
+    // so watchers see RUNNING first.
+    let mut record_outcome = pin!(record_outcome(engine, &job, settled, stop));
+    if !record_running.done() && !record_running.poll_once().await {
+        let outcome_done = poll_once(record_outcome.as_mut()).await;
+        record_running.wait().await;
+        if outcome_done {
+            return;
+        }
+    }
+    record_outcome.await;
+}
+
+/// The RUNNING write, which may be started, finished or neither. Waiting for it can be
+/// given up (a `select!` branch) without losing it.
+struct Fuse<'a, T> {
+    write: Option<Pin<&'a mut T>>,
+}
+
+impl<'a, T: Future<Output = ()>> Fuse<'a, T> {
+    fn new(write: Pin<&'a mut T>) -> Self {
+        Fuse { write: Some(write) }
+    }
+
+    fn done(&self) -> bool {
+        self.write.is_none()
+    }
+
+    /// Polls the write once (starting it); true if it has finished.
+    async fn poll_once(&mut self) -> bool {
+        let Some(write) = self.write.as_mut() else {
+            return true;
+        };
+        let finished = poll_once(write.as_mut()).await;
+        if finished {
+            self.write = None;
+        }
+        finished
+    }
+
+    /// Waits for the write to finish.
+    async fn wait(&mut self) {
+        if let Some(write) = self.write.as_mut() {
+            write.as_mut().await;
+            self.write = None;
+        }
+    }
+}
+
+/// Polls `future` once from the current task; true if it finished.
+async fn poll_once<F: Future + ?Sized>(mut future: Pin<&mut F>) -> bool {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_ready())).await
 }
 
 /// Stores the attempt's outcome. It must reach the store, or the job would stay RUNNING
@@ -215,10 +268,9 @@ async fn supervise(
     ctx: &JobContext,
     control: &RunControl,
     run: impl Future<Output = RunOutcome>,
-    first_write: impl Future<Output = ()>,
+    first_write: &mut Fuse<'_, impl Future<Output = ()>>,
 ) -> RunOutcome {
     tokio::pin!(run);
-    tokio::pin!(first_write);
     let mut reporter = Reporter::new(engine, job.id, ctx);
     let mut writing: Option<Pin<Box<dyn Future<Output = u64> + Send + '_>>> = None;
     let mut written = false;
@@ -230,7 +282,7 @@ async fn supervise(
     let outcome = loop {
         tokio::select! {
             outcome = &mut run => break outcome,
-            () = &mut first_write, if !written => written = true,
+            () = first_write.wait(), if !written => written = true,
             covers = finish_write(&mut writing), if writing.is_some() => {
                 writing = None;
                 reporter.written(covers);
@@ -262,7 +314,11 @@ async fn supervise(
         write.await;
     }
     if !written {
-        first_write.await;
+        if reporter.idle() {
+            // Nothing to write after RUNNING: the caller writes the outcome behind it.
+            return outcome;
+        }
+        first_write.wait().await;
     }
     reporter.flush().await;
     outcome

@@ -192,6 +192,11 @@ impl JobContext {
         std::mem::take(&mut self.lock().events)
     }
 
+    /// Whether anything was reported since the last take.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.lock().events.is_empty()
+    }
+
     /// Takes what was reported if it is progress alone (the newest report): `Ok(None)`
     /// if nothing was, `Err(())` (taking nothing) if log lines wait.
     pub(crate) fn take_progress_only(&self) -> Result<Option<Progress>, ()> {

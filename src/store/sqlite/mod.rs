@@ -6,6 +6,8 @@
 mod checkpoint;
 mod schema;
 mod writer;
+#[cfg(test)]
+mod writer_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};

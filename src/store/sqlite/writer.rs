@@ -6,6 +6,7 @@
 //! Idle, a lone request commits at once; under load, hundreds share a commit. No database
 //! work ever runs on a tokio worker thread.
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::SystemTime;
 
@@ -62,6 +63,36 @@ struct Writer {
     node: String,
 }
 
+/// What a save whose row update was left to a later save of the same job (in the same
+/// batch) hands on to it: the log's new last seq, and whether it made the job RUNNING.
+type Carried = HashMap<JobId, (i64, bool)>;
+
+/// Which saves of a batch another save of the same job follows with nothing else touching
+/// that job in between: their row update would be overwritten within the same commit, so
+/// only their events are written. A short job's RUNNING and outcome often share a batch.
+fn superseded(batch: &[(Op, Reply)]) -> Vec<bool> {
+    let mut next_is_save: HashMap<JobId, bool> = HashMap::new();
+    let mut superseded = vec![false; batch.len()];
+    for (i, (op, _)) in batch.iter().enumerate().rev() {
+        match op {
+            Op::Save(job, ..) => {
+                superseded[i] = next_is_save.get(&job.id) == Some(&true);
+                next_is_save.insert(job.id, true);
+            }
+            Op::Insert(job, ..) => drop(next_is_save.insert(job.id, false)),
+            Op::InsertMany(items, _) => {
+                for (job, _) in items {
+                    next_is_save.insert(job.id, false);
+                }
+            }
+            Op::Append(id, ..) => drop(next_is_save.insert(*id, false)),
+            Op::Purge(_) => next_is_save.clear(),
+            Op::PageLimit(_) => {}
+        }
+    }
+    superseded
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -72,8 +103,15 @@ impl Writer {
             return answer_all(batch.into_iter().map(|(_, reply)| reply), &unavailable(e));
         }
         let mut outcomes = Vec::with_capacity(batch.len());
-        for (op, reply) in batch {
-            let outcome = self.apply(&op);
+        let superseded = superseded(&batch);
+        let mut carried = Carried::new();
+        for ((op, reply), superseded) in batch.into_iter().zip(superseded) {
+            let outcome = match &op {
+                Op::Save(job, events, at) => self
+                    .save(job, events, *at, superseded, &mut carried)
+                    .map(Answer::Seq),
+                op => self.apply(op),
+            };
             if let Err(StoreError::Unavailable(why)) = &outcome {
                 // A storage error may have left this request half-applied: undo the whole
                 // batch rather than commit a part of it. (Refusals such as an unknown job
@@ -114,7 +152,9 @@ impl Writer {
                 .map(|(job, events)| self.insert(job, events, *at))
                 .collect::<Result<_, _>>()
                 .map(Answer::InsertedMany),
-            Op::Save(job, events, at) => self.save(job, events, *at).map(Answer::Seq),
+            Op::Save(job, events, at) => self
+                .save(job, events, *at, false, &mut Carried::new())
+                .map(Answer::Seq),
             Op::Append(id, from_seq, events, at) => {
                 self.append(*id, *from_seq, events, *at).map(Answer::Seq)
             }
@@ -193,15 +233,29 @@ impl Writer {
     }
 
     /// Writes the job's record and appends its events; the new last seq goes into the same
-    /// row update, so the row is rewritten once, not twice.
-    fn save(&self, job: &Job, events: &[EventData], at: SystemTime) -> Result<u64, StoreError> {
+    /// row update, so the row is rewritten once, not twice. A `superseded` save writes only
+    /// its events and carries its seq to the job's next save in the batch.
+    fn save(
+        &self,
+        job: &Job,
+        events: &[EventData],
+        at: SystemTime,
+        superseded: bool,
+        carried: &mut Carried,
+    ) -> Result<u64, StoreError> {
         let blob = id_blob(job.id);
-        let seq = self.append_events(job.id, &blob, job.last_seq + 1, events, at)?;
+        let (known_seq, made_running) = carried.remove(&job.id).unzip();
+        let seq = self.append_events(job.id, &blob, job.last_seq + 1, events, at, known_seq)?;
         let running = job.state == JobState::Running;
+        // (A save that carries progress updates its row: the next one may not carry it.)
+        if superseded && job.progress.is_none() {
+            carried.insert(job.id, (seq, running || made_running == Some(true)));
+            return Ok(seq as u64);
+        }
         self.conn
             .prepare_cached(
                 "UPDATE jobs SET
-                    lease_token = lease_token + (CASE WHEN ?2 = 'running' AND state <> 'running' THEN 1 ELSE 0 END),
+                    lease_token = lease_token + (CASE WHEN (?2 = 'running' OR ?8) AND state <> 'running' THEN 1 ELSE 0 END),
                     lease_owner = ?3,
                     state = ?2,
                     expires_at_ms = ?4,
@@ -219,6 +273,7 @@ impl Writer {
                     super::record_json(job)?,
                     job.progress.as_ref().map(serde_json::to_string).transpose().map_err(to_sql_err)?,
                     seq,
+                    made_running == Some(true),
                 ])
             })
             .map_err(unavailable)?;
@@ -234,7 +289,7 @@ impl Writer {
         at: SystemTime,
     ) -> Result<u64, StoreError> {
         let blob = id_blob(id);
-        let seq = self.append_events(id, &blob, from_seq, events, at)?;
+        let seq = self.append_events(id, &blob, from_seq, events, at, None)?;
         if !events.is_empty() {
             self.conn
                 .prepare_cached("UPDATE jobs SET last_seq = ?2 WHERE id = ?1")
@@ -244,9 +299,9 @@ impl Writer {
         Ok(seq as u64)
     }
 
-    /// Inserts the events from `from_seq` or after the job's last seq, whichever is
-    /// higher, and returns the new last seq, leaving the caller to store it. An unknown
-    /// job is refused before anything is written.
+    /// Inserts the events from `from_seq` or after the job's last seq (`known_seq`, else
+    /// read from its row), whichever is higher, and returns the new last seq, leaving the
+    /// caller to store it. An unknown job is refused before anything is written.
     fn append_events(
         &self,
         id: JobId,
@@ -254,12 +309,16 @@ impl Writer {
         from_seq: u64,
         events: &[EventData],
         at: SystemTime,
+        known_seq: Option<i64>,
     ) -> Result<i64, StoreError> {
-        let last: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT last_seq FROM jobs WHERE id = ?1")
-            .and_then(|mut s| s.query_row([blob], |r| r.get(0)).optional())
-            .map_err(unavailable)?;
+        let last: Option<i64> = match known_seq {
+            Some(seq) => Some(seq),
+            None => self
+                .conn
+                .prepare_cached("SELECT last_seq FROM jobs WHERE id = ?1")
+                .and_then(|mut s| s.query_row([blob], |r| r.get(0)).optional())
+                .map_err(unavailable)?,
+        };
         let mut seq = last.ok_or(StoreError::UnknownJob(id))?;
         let from_seq = i64::try_from(from_seq).map_err(unavailable)?;
         for (offset, data) in (0..).zip(events) {

@@ -52,7 +52,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// How long running jobs get to finish at shutdown before they are cancelled.
     pub shutdown_grace: Duration,
-    /// Also serve `spindle.v1.Bench/Echo`, the benchmark's no-work reference RPC.
+    /// Also serve `spindle.v1.Bench` (Echo and Fanout), the benchmark's no-engine
+    /// reference RPCs.
     pub bench_echo: bool,
 }
 

@@ -252,7 +252,8 @@ pub struct ServeArgs {
     /// Time running jobs get to finish at shutdown before they are cancelled, e.g. 30s.
     #[arg(long, env = "SPINDLE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
-    /// Also serve spindle.v1.Bench/Echo, the no-work RPC `spindle bench` compares against.
+    /// Also serve spindle.v1.Bench (Echo and Fanout), the no-engine RPCs `spindle bench`
+    /// compares against.
     #[arg(long, env = "SPINDLE_BENCH_ECHO")]
     pub bench_echo: bool,
 }

@@ -18,7 +18,7 @@ use crate::pb::job_service_client::JobServiceClient;
 use super::Sizes;
 use super::load::{Percentiles, err};
 use super::target::Target;
-use super::workloads::Figure;
+use super::workloads::{Figure, figure};
 
 fn unix_us(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -206,24 +206,14 @@ async fn limit_round(
     let d = Percentiles::of(delivery);
     let what = |s: &str| per_watchers(&format!("limit (Bench/Fanout): {s}"), watchers);
     Ok(vec![
-        Figure {
-            workload: "W4",
-            what: what("publish to watcher p50"),
-            unit: "µs",
-            value: d.p50,
-        },
-        Figure {
-            workload: "W4",
-            what: what("publish to watcher p99"),
-            unit: "µs",
-            value: d.p99,
-        },
-        Figure {
-            workload: "W4",
-            what: what("events seen per watcher"),
-            unit: "events",
-            value: events_per_watcher,
-        },
+        figure("W4", what("publish to watcher p50"), "µs", d.p50),
+        figure("W4", what("publish to watcher p99"), "µs", d.p99),
+        figure(
+            "W4",
+            what("events seen per watcher"),
+            "events",
+            events_per_watcher,
+        ),
     ])
 }
 

@@ -23,7 +23,7 @@ pub struct Figure {
     pub value: f64,
 }
 
-fn figure(
+pub(super) fn figure(
     workload: &'static str,
     what: impl Into<String>,
     unit: &'static str,

@@ -120,7 +120,7 @@ async fn drive_attempt(
     // both at once) instead of one fsync later; the two are then awaited in that order,
     // so watchers see RUNNING first.
     let mut record_outcome = pin!(record_outcome(engine, &job, settled, stop));
-    if !record_running.done() && !record_running.poll_once().await {
+    if !record_running.poll_once().await {
         let outcome_done = poll_once(record_outcome.as_mut()).await;
         record_running.wait().await;
         if outcome_done {
@@ -273,7 +273,6 @@ async fn supervise(
     tokio::pin!(run);
     let mut reporter = Reporter::new(engine, job.id, ctx);
     let mut writing: Option<Pin<Box<dyn Future<Output = u64> + Send + '_>>> = None;
-    let mut written = false;
     let interval = engine.shared.config.progress_interval;
     let deadline = job.spec.timeout.map(|t| Instant::now() + t);
     let mut flush_at: Option<Instant> = None;
@@ -282,12 +281,12 @@ async fn supervise(
     let outcome = loop {
         tokio::select! {
             outcome = &mut run => break outcome,
-            () = first_write.wait(), if !written => written = true,
+            () = first_write.wait(), if !first_write.done() => {}
             covers = finish_write(&mut writing), if writing.is_some() => {
                 writing = None;
                 reporter.written(covers);
             }
-            _ = ctx.reported(), if written && (flush_at.is_none() || reporter.live_open()) => {
+            _ = ctx.reported(), if first_write.done() && (flush_at.is_none() || reporter.live_open()) => {
                 if next_allowed <= Instant::now() && writing.is_none() {
                     // Due already: write now, not at the timer's next millisecond tick.
                     next_allowed = Instant::now() + interval;
@@ -313,7 +312,7 @@ async fn supervise(
     if let Some(write) = writing.take() {
         write.await;
     }
-    if !written {
+    if !first_write.done() {
         if reporter.idle() {
             // Nothing to write after RUNNING: the caller writes the outcome behind it.
             return outcome;

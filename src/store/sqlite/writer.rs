@@ -106,12 +106,7 @@ impl Writer {
         let superseded = superseded(&batch);
         let mut carried = Carried::new();
         for ((op, reply), superseded) in batch.into_iter().zip(superseded) {
-            let outcome = match &op {
-                Op::Save(job, events, at) => self
-                    .save(job, events, *at, superseded, &mut carried)
-                    .map(Answer::Seq),
-                op => self.apply(op),
-            };
+            let outcome = self.apply(&op, superseded, &mut carried);
             if let Err(StoreError::Unavailable(why)) = &outcome {
                 // A storage error may have left this request half-applied: undo the whole
                 // batch rather than commit a part of it. (Refusals such as an unknown job
@@ -144,7 +139,13 @@ impl Writer {
         self.conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 
-    fn apply(&self, op: &Op) -> Result<Answer, StoreError> {
+    /// Applies one request; `superseded` and `carried` are for folding a job's saves.
+    fn apply(
+        &self,
+        op: &Op,
+        superseded: bool,
+        carried: &mut Carried,
+    ) -> Result<Answer, StoreError> {
         match op {
             Op::Insert(job, events, at) => self.insert(job, events, *at).map(Answer::Inserted),
             Op::InsertMany(items, at) => items
@@ -153,7 +154,7 @@ impl Writer {
                 .collect::<Result<_, _>>()
                 .map(Answer::InsertedMany),
             Op::Save(job, events, at) => self
-                .save(job, events, *at, false, &mut Carried::new())
+                .save(job, events, *at, superseded, carried)
                 .map(Answer::Seq),
             Op::Append(id, from_seq, events, at) => {
                 self.append(*id, *from_seq, events, *at).map(Answer::Seq)

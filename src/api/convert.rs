@@ -4,7 +4,7 @@
 //! here so callers have one place to look.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value as Json;
 
@@ -70,13 +70,7 @@ pub fn submit_spec(req: pb::SubmitRequest) -> Result<JobSpec, Vec<FieldViolation
         }
     };
     let delay = duration_field(req.delay, "delay", MAX_HORIZON, &mut bad);
-    let run_at = req.run_at.and_then(|t| match SystemTime::try_from(t) {
-        Ok(t) => Some(t),
-        Err(_) => {
-            bad.push(violation("run_at", "not a valid timestamp"));
-            None
-        }
-    });
+    let run_at = req.run_at.and_then(|t| run_at(t, &mut bad));
     if run_at.is_some() && delay.is_some() {
         bad.push(violation("delay", "give run_at or delay, not both"));
     }
@@ -118,6 +112,25 @@ fn duration_field(
                 field,
                 format!("must be between 0 and {days} days"),
             ));
+            None
+        }
+    }
+}
+
+/// A start time the store can keep: after 1970, and at most [`MAX_HORIZON`] ahead, as a
+/// delay is.
+fn run_at(value: prost_types::Timestamp, bad: &mut Vec<FieldViolation>) -> Option<SystemTime> {
+    let latest = SystemTime::now() + MAX_HORIZON;
+    match SystemTime::try_from(value) {
+        Ok(t) if t >= UNIX_EPOCH && t <= latest => Some(t),
+        Ok(_) => {
+            let days = MAX_HORIZON.as_secs() / 86_400;
+            let why = format!("must be after 1970-01-01 and at most {days} days from now");
+            bad.push(violation("run_at", why));
+            None
+        }
+        Err(_) => {
+            bad.push(violation("run_at", "not a valid timestamp"));
             None
         }
     }

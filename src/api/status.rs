@@ -53,13 +53,17 @@ impl From<EngineError> for Status {
             }
             EngineError::NotFound(_) => Status::not_found(message),
             EngineError::AlreadyFinished { .. } => Status::failed_precondition(message),
-            EngineError::ShuttingDown => Status::unavailable(message),
+            EngineError::ShuttingDown | EngineError::Busy(_) => Status::unavailable(message),
             EngineError::IdempotencyConflict { .. } => Status::already_exists(message),
             EngineError::CpuPool(_) => Status::internal(message),
             EngineError::Store(StoreError::UnknownJob(_)) => Status::not_found(message),
+            EngineError::Store(e @ StoreError::Corrupt { .. }) => {
+                tracing::error!(error = %e, "a stored record cannot be read");
+                Status::data_loss(message)
+            }
             EngineError::Store(e @ (StoreError::Unavailable(_) | StoreError::Refused(_))) => {
                 tracing::error!(error = %e, "store failure");
-                Status::unavailable("storage is unavailable; nothing was changed, retry later")
+                Status::unavailable("storage failed; nothing was changed, retry later")
             }
         }
     }

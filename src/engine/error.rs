@@ -33,6 +33,10 @@ pub enum EngineError {
     /// The service is shutting down and takes no new work.
     #[error("the service is shutting down")]
     ShuttingDown,
+    /// The job cannot be acted on at this moment; nothing was changed, and a retry may
+    /// succeed.
+    #[error("{0}")]
+    Busy(String),
     /// The store failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),

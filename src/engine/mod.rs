@@ -283,9 +283,9 @@ impl Engine {
         let retention = job.spec.retention.unwrap_or(self.shared.config.retention);
         job.expires_at = now.checked_add(retention);
         let events = [EventData::finished(job)];
-        let seq = self.shared.store.save(job, &events, now).await;
+        // A failed write changes nothing: the job keeps its live log and stays unfinished.
+        job.last_seq = self.shared.store.save(job, &events, now).await?;
         let live = self.lock().live.remove(&job.id);
-        job.last_seq = seq?;
         self.shared.totals.finished(job.state);
         if let Some(Live::Watched(tx)) = live {
             // The last value stays readable after the sender is gone: watchers take the

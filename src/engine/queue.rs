@@ -13,6 +13,10 @@ use crate::engine::job::{Job, JobId};
 /// Orders by priority (higher first), then by arrival.
 type Key = (Reverse<i32>, u64);
 
+/// Where a removed job stood in line, to put it back there.
+#[derive(Debug, Clone, Copy)]
+pub struct Place(Key);
+
 /// The waiting jobs of one queue.
 #[derive(Debug, Default)]
 struct ReadyQueue {
@@ -50,10 +54,17 @@ impl PoolQueues {
         self.take(&queue, key)
     }
 
-    /// Takes a specific job out, if it is waiting here.
-    pub fn remove(&mut self, id: JobId) -> Option<Job> {
+    /// Takes a specific job out, if it is waiting here, with its place in line.
+    pub fn remove(&mut self, id: JobId) -> Option<(Job, Place)> {
         let (queue, key) = self.index.get(&id)?.clone();
-        self.take(&queue, key)
+        self.take(&queue, key).map(|job| (job, Place(key)))
+    }
+
+    /// Puts a removed job back where it was (a Cancel that could not be stored).
+    pub fn put_back(&mut self, job: Job, Place(key): Place) {
+        let queue = job.spec.queue.clone();
+        self.index.insert(job.id, (queue.clone(), key));
+        self.queues.entry(queue).or_default().order.insert(key, job);
     }
 
     fn take(&mut self, queue: &str, key: Key) -> Option<Job> {
@@ -161,7 +172,7 @@ mod tests {
         q.push(free.clone());
         assert_eq!(drain(&mut q, |name| name != "busy"), [free.id]);
         assert_eq!(q.len(), 1);
-        assert_eq!(q.remove(busy.id).map(|j| j.id), Some(busy.id));
+        assert_eq!(q.remove(busy.id).map(|(j, _)| j.id), Some(busy.id));
         assert!(q.remove(busy.id).is_none());
     }
 

@@ -4,8 +4,10 @@
 use std::time::{Duration, SystemTime};
 
 use super::job::{EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState};
+use super::queue::Place;
 use super::run::StopReason;
 use super::{Engine, EngineError};
+use crate::jobs::registry::FieldViolation;
 use crate::store::Inserted;
 
 /// How long Cancel waits for a running job to stop before it answers anyway.
@@ -88,6 +90,13 @@ impl Engine {
                     known: self.shared.registry.names(),
                 })?;
         kind.validate(&spec.args).await?;
+        if spec.run_at.is_some_and(|t| t < SystemTime::UNIX_EPOCH) {
+            // The store keeps times as time since 1970; the API refuses these first.
+            return Err(EngineError::InvalidRequest(vec![FieldViolation {
+                field: "run_at".into(),
+                description: "must be after 1970-01-01".into(),
+            }]));
+        }
         if self.shared.stopping.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
@@ -125,18 +134,21 @@ impl Engine {
     }
 
     /// Cancels a job: a waiting one at once; a running one by its token, waiting up to
-    /// [`CANCEL_WAIT`] for the handler to stop. Returns the job as it then is.
+    /// [`CANCEL_WAIT`] for the handler to stop. Returns the job as it then is. A cancel
+    /// that cannot be stored changes nothing: the job waits where it was, and the error
+    /// says so.
     pub async fn cancel(&self, id: JobId) -> Result<Job, EngineError> {
         let deadline = tokio::time::Instant::now() + TRANSIT_WAIT;
         loop {
             let (ready, delayed, running) = {
                 let mut state = self.lock();
-                let ready = state.ready.iter_mut().find_map(|q| q.remove(id));
+                let ready = (state.ready.iter_mut().enumerate())
+                    .find_map(|(pool, q)| q.remove(id).map(|(job, place)| (pool, job, place)));
                 let delayed = state.delayed.remove(id);
                 (ready, delayed, state.running.get(&id).cloned())
             };
-            if let Some(job) = ready {
-                return self.cancel_waiting(job).await;
+            if let Some((pool, job, place)) = ready {
+                return self.cancel_ready(pool, job, place).await;
             }
             if let Some(due) = delayed {
                 return self.cancel_delayed(id, due).await;
@@ -153,24 +165,44 @@ impl Engine {
                 });
             }
             if tokio::time::Instant::now() >= deadline {
-                return Ok(job);
+                return Err(EngineError::Busy(format!(
+                    "job {id} is {:?} but not yet where Cancel can take it; nothing was changed, retry",
+                    job.state
+                )));
             }
             // Stored but between two places (a Submit or a promotion still storing it).
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
-    /// Cancels a job taken out of the delay set (which holds ids only): its record comes
-    /// from the store. If that read fails, the job goes back to wait as before.
-    async fn cancel_delayed(&self, id: JobId, due: SystemTime) -> Result<Job, EngineError> {
-        match self.shared.store.get(id).await {
-            Ok(Some(job)) => self.cancel_waiting(job).await,
-            Ok(None) => Err(EngineError::NotFound(id)),
+    /// Cancels a job taken out of a ready queue; if that cannot be stored, the job goes
+    /// back to its place in line.
+    async fn cancel_ready(&self, pool: usize, job: Job, place: Place) -> Result<Job, EngineError> {
+        let waiting = job.clone();
+        match self.cancel_waiting(job).await {
+            Ok(job) => Ok(job),
             Err(e) => {
-                self.lock().delayed.push(id, due);
-                Err(e.into())
+                self.lock().ready[pool].put_back(waiting, place);
+                self.shared.pools[pool].wake.notify_one();
+                Err(e)
             }
         }
+    }
+
+    /// Cancels a job taken out of the delay set (which holds ids only): its record comes
+    /// from the store. If that read or the cancel's write fails, the job goes back to wait
+    /// as before.
+    async fn cancel_delayed(&self, id: JobId, due: SystemTime) -> Result<Job, EngineError> {
+        let cancelled = match self.shared.store.get(id).await {
+            Ok(Some(job)) => self.cancel_waiting(job).await,
+            Ok(None) => return Err(EngineError::NotFound(id)),
+            Err(e) => Err(e.into()),
+        };
+        if cancelled.is_err() {
+            self.lock().delayed.push(id, due);
+            self.shared.scheduler_wake.notify_one();
+        }
+        cancelled
     }
 
     async fn cancel_waiting(&self, mut job: Job) -> Result<Job, EngineError> {

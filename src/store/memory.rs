@@ -120,8 +120,11 @@ impl Entry {
 
     /// The job, decoded, with the store's seq and progress.
     fn job(&self, id: JobId) -> Result<Job, StoreError> {
-        let mut job: Job = serde_json::from_slice(&self.record.json)
-            .map_err(|e| StoreError::Unavailable(format!("corrupt job record: {e}")))?;
+        let mut job: Job =
+            serde_json::from_slice(&self.record.json).map_err(|e| StoreError::Corrupt {
+                id,
+                why: e.to_string(),
+            })?;
         job.id = id;
         job.last_seq = self.last_seq;
         job.progress = self.progress.as_deref().cloned();
@@ -259,7 +262,13 @@ impl Store for MemoryStore {
             if query.state.is_some_and(|s| s != entry.record.state) {
                 continue;
             }
-            let job = entry.job(*id)?;
+            let job = match entry.job(*id) {
+                Ok(job) => job,
+                Err(e) => {
+                    tracing::error!(error = %e, "ListJobs skipped a job it cannot read");
+                    continue;
+                }
+            };
             if query.matches(&job) {
                 jobs.push(job);
             }

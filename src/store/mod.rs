@@ -36,6 +36,10 @@ pub enum StoreError {
     /// The backing storage could not do what was asked; nothing was changed.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The job's stored record (or one of its events) cannot be decoded. Only that job is
+    /// affected: lists skip it, and reading it fails with this error.
+    #[error("job {id}'s stored record cannot be read: {why}")]
+    Corrupt { id: JobId, why: String },
     /// The store will not open: the data is corrupt, not Spindle's, or from a newer
     /// schema. Nothing was changed.
     #[error("{0}")]

@@ -4,6 +4,7 @@
 //! A write is acknowledged only after its transaction has committed to disk.
 
 mod checkpoint;
+mod encode;
 mod schema;
 mod writer;
 #[cfg(test)]
@@ -19,12 +20,16 @@ use tokio::sync::oneshot;
 
 use super::{Inserted, ListQuery, Store, StoreError};
 use crate::engine::job::{Event, EventData, Job, JobId, Progress};
+use encode::EncodedJob;
 use writer::{Answer, Op, Reply};
 
 pub use schema::SCHEMA_VERSION;
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "spindle.db";
+/// Expired jobs deleted per transaction: a big purge runs as many small ones, so other
+/// writes wait for one batch at most, not for the whole purge.
+const PURGE_BATCH: usize = 500;
 /// Read-only connections kept for reuse.
 const MAX_IDLE_READERS: usize = 4;
 
@@ -95,6 +100,7 @@ impl SqliteStore {
             .ok_or_else(stopped)?
             .send((op, reply))
             .map_err(|_| stopped())?;
+        // Every request is answered unless the writer thread itself has died.
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(
                 "the database writer has stopped".into(),
@@ -175,13 +181,6 @@ fn event_kind(data: &EventData) -> &'static str {
     }
 }
 
-/// The record column: the job as JSON. Its seq and progress have columns of their own,
-/// which win when it is read back; serializing the job as it is, rather than a copy with
-/// those two cleared, saves the writer thread a clone of the whole job per write.
-fn record_json(job: &Job) -> rusqlite::Result<String> {
-    serde_json::to_string(job).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-}
-
 /// A job's columns, as `JOB_COLUMNS` selects them.
 type JobRow = (Vec<u8>, String, i64, Option<String>);
 
@@ -192,16 +191,21 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
 }
 
 fn job_from_row((id, record, last_seq, progress): JobRow) -> Result<Job, StoreError> {
-    let mut job: Job = serde_json::from_str(&record).map_err(unavailable)?;
     let id: [u8; 16] = id
         .try_into()
         .map_err(|_| unavailable("a job id that is not 16 bytes"))?;
-    job.id = JobId::from_u128(u128::from_be_bytes(id));
-    job.last_seq = last_seq as u64;
+    let id = JobId::from_u128(u128::from_be_bytes(id));
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        id,
+        why: e.to_string(),
+    };
+    let mut job: Job = serde_json::from_str(&record).map_err(corrupt)?;
+    job.id = id;
+    job.last_seq = u64::try_from(last_seq).unwrap_or(0);
     job.progress = progress
         .map(|p| serde_json::from_str::<Progress>(&p))
         .transpose()
-        .map_err(unavailable)?;
+        .map_err(corrupt)?;
     Ok(job)
 }
 
@@ -227,7 +231,11 @@ impl Store for SqliteStore {
         at: SystemTime,
     ) -> Result<Inserted, StoreError> {
         match self
-            .write(Op::Insert(job.clone(), events.to_vec(), at))
+            .write(Op::Insert(
+                EncodedJob::new(job)?,
+                encode::events(events)?,
+                at,
+            ))
             .await?
         {
             Answer::Inserted(inserted) => Ok(inserted),
@@ -240,7 +248,11 @@ impl Store for SqliteStore {
         items: &[(Job, Vec<EventData>)],
         at: SystemTime,
     ) -> Result<Vec<Inserted>, StoreError> {
-        match self.write(Op::InsertMany(items.to_vec(), at)).await? {
+        let items = items
+            .iter()
+            .map(|(job, events)| Ok((EncodedJob::new(job)?, encode::events(events)?)))
+            .collect::<Result<_, StoreError>>()?;
+        match self.write(Op::InsertMany(items, at)).await? {
             Answer::InsertedMany(inserted) => Ok(inserted),
             _ => Err(unavailable("unexpected answer from the writer")),
         }
@@ -253,7 +265,7 @@ impl Store for SqliteStore {
         at: SystemTime,
     ) -> Result<u64, StoreError> {
         match self
-            .write(Op::Save(job.clone(), events.to_vec(), at))
+            .write(Op::Save(EncodedJob::new(job)?, encode::events(events)?, at))
             .await?
         {
             Answer::Seq(seq) => Ok(seq),
@@ -269,7 +281,7 @@ impl Store for SqliteStore {
         at: SystemTime,
     ) -> Result<u64, StoreError> {
         match self
-            .write(Op::Append(id, from_seq, events.to_vec(), at))
+            .write(Op::Append(id, from_seq, encode::events(events)?, at))
             .await?
         {
             Answer::Seq(seq) => Ok(seq),
@@ -312,7 +324,10 @@ impl Store for SqliteStore {
             let mut events = Vec::new();
             for row in rows {
                 let (seq, at, data) = row.map_err(unavailable)?;
-                let data = serde_json::from_str(&data).map_err(unavailable)?;
+                let data = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
+                    id,
+                    why: format!("event {seq}: {e}"),
+                })?;
                 events.push(Event { seq: seq as u64, at: from_ms(at), data });
             }
             if events.is_empty() {
@@ -348,7 +363,14 @@ impl Store for SqliteStore {
             let rows = stmt.query_map(args, job_row).map_err(unavailable)?;
             let mut jobs = Vec::new();
             for row in rows {
-                let job = job_from_row(row.map_err(unavailable)?)?;
+                let job = match job_from_row(row.map_err(unavailable)?) {
+                    Ok(job) => job,
+                    // One bad record must not break everyone's list.
+                    Err(e) => {
+                        tracing::error!(error = %e, "ListJobs skipped a job it cannot read");
+                        continue;
+                    }
+                };
                 if query.matches(&job) {
                     jobs.push(job);
                     if jobs.len() >= query.limit {
@@ -374,9 +396,13 @@ impl Store for SqliteStore {
     }
 
     async fn purge(&self, now: SystemTime) -> Result<usize, StoreError> {
-        match self.write(Op::Purge(now)).await? {
-            Answer::Count(n) => Ok(n),
-            _ => Err(unavailable("unexpected answer from the writer")),
+        let mut purged = 0;
+        loop {
+            match self.write(Op::Purge(now, PURGE_BATCH)).await? {
+                Answer::Count(n) if n < PURGE_BATCH => return Ok(purged + n),
+                Answer::Count(n) => purged += n,
+                _ => return Err(unavailable("unexpected answer from the writer")),
+            }
         }
     }
 

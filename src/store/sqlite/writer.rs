@@ -1,10 +1,13 @@
-//! The writer thread: the one owner of the write connection. Requests arrive on a channel;
-//! the thread takes whatever is waiting (up to [`MAX_BATCH`]), applies it in one
-//! transaction, commits once (one fsync), and only then answers each request. A storage
-//! error rolls the whole batch back (no request is ever half-stored); a refusal (unknown
-//! job) is decided before its request writes anything, so it costs the others nothing.
-//! Idle, a lone request commits at once; under load, hundreds share a commit. No database
-//! work ever runs on a tokio worker thread.
+//! The writer thread: the one owner of the write connection. Requests arrive on a channel,
+//! already encoded ([`super::encode`]); the thread takes whatever is waiting (up to
+//! [`MAX_BATCH`]), applies it in one transaction, commits once (one fsync), and only then
+//! answers each request. Idle, a lone request commits at once; under load, hundreds share a
+//! commit. No database work ever runs on a tokio worker thread.
+//!
+//! One request never fails another: if a request fails while the batch is applied, the
+//! batch is rolled back and applied again with each request in a savepoint of its own, so
+//! the failing one is undone and refused alone while the rest commit. Only a failed BEGIN
+//! or COMMIT, which no single request causes, fails the whole batch.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -13,8 +16,9 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{event_kind, id_blob, ms};
-use crate::engine::job::{EventData, Job, JobId, JobState};
+use super::encode::{EncodedEvent, EncodedJob};
+use super::{id_blob, ms};
+use crate::engine::job::{JobId, JobState};
 use crate::store::{Inserted, StoreError};
 
 /// The most requests one transaction carries.
@@ -22,12 +26,13 @@ pub const MAX_BATCH: usize = 2048;
 
 /// A write request.
 pub enum Op {
-    Insert(Job, Vec<EventData>, SystemTime),
-    /// Many inserts, in one request.
-    InsertMany(Vec<(Job, Vec<EventData>)>, SystemTime),
-    Save(Job, Vec<EventData>, SystemTime),
-    Append(JobId, u64, Vec<EventData>, SystemTime),
-    Purge(SystemTime),
+    Insert(EncodedJob, Vec<EncodedEvent>, SystemTime),
+    /// Many inserts, in one request: all or nothing.
+    InsertMany(Vec<(EncodedJob, Vec<EncodedEvent>)>, SystemTime),
+    Save(EncodedJob, Vec<EncodedEvent>, SystemTime),
+    Append(JobId, u64, Vec<EncodedEvent>, SystemTime),
+    /// Deletes up to this many expired finished jobs.
+    Purge(SystemTime, usize),
     /// Caps the database size (`PRAGMA max_page_count`); for tests of a full disk.
     PageLimit(u64),
 }
@@ -53,7 +58,11 @@ pub fn run(conn: Connection, node: String, requests: mpsc::Receiver<(Op, Reply)>
                 Err(_) => break,
             }
         }
-        writer.commit(batch);
+        let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
+        for (outcome, reply) in writer.commit(&ops).into_iter().zip(replies) {
+            // The requester may have gone (its client hung up); the write stands anyway.
+            let _ = reply.send(outcome);
+        }
     }
 }
 
@@ -70,10 +79,10 @@ type Carried = HashMap<JobId, (i64, bool)>;
 /// Which saves of a batch another save of the same job follows with nothing else touching
 /// that job in between: their row update would be overwritten within the same commit, so
 /// only their events are written. A short job's RUNNING and outcome often share a batch.
-fn superseded(batch: &[(Op, Reply)]) -> Vec<bool> {
+fn superseded(batch: &[Op]) -> Vec<bool> {
     let mut next_is_save: HashMap<JobId, bool> = HashMap::new();
     let mut superseded = vec![false; batch.len()];
-    for (i, (op, _)) in batch.iter().enumerate().rev() {
+    for (i, op) in batch.iter().enumerate().rev() {
         match op {
             Op::Save(job, ..) => {
                 superseded[i] = next_is_save.get(&job.id) == Some(&true);
@@ -86,7 +95,7 @@ fn superseded(batch: &[(Op, Reply)]) -> Vec<bool> {
                 }
             }
             Op::Append(id, ..) => drop(next_is_save.insert(*id, false)),
-            Op::Purge(_) => next_is_save.clear(),
+            Op::Purge(..) => next_is_save.clear(),
             Op::PageLimit(_) => {}
         }
     }
@@ -97,41 +106,74 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// A request's failure, worded as what happened.
+fn write_failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("write failed: {e}"))
+}
+
 impl Writer {
-    fn commit(&self, batch: Vec<(Op, Reply)>) {
+    /// Applies a batch and says how each request went, in order.
+    fn commit(&self, ops: &[Op]) -> Vec<Result<Answer, StoreError>> {
         if let Err(e) = self.cached("BEGIN IMMEDIATE") {
-            return answer_all(batch.into_iter().map(|(_, reply)| reply), &unavailable(e));
+            return self.fail_all(ops, format!("cannot begin a transaction: {e}"));
         }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let superseded = superseded(&batch);
+        let superseded = superseded(ops);
         let mut carried = Carried::new();
-        for ((op, reply), superseded) in batch.into_iter().zip(superseded) {
-            let outcome = self.apply(&op, superseded, &mut carried);
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for (op, superseded) in ops.iter().zip(superseded) {
+            let outcome = self.apply(op, superseded, &mut carried);
             if let Err(StoreError::Unavailable(why)) = &outcome {
-                // A storage error may have left this request half-applied: undo the whole
-                // batch rather than commit a part of it. (Refusals such as an unknown job
-                // are decided before anything is written, so they cost nobody else.)
-                let why = why.clone();
-                let replies = outcomes.into_iter().map(|(_, r)| r).chain([reply]);
-                return self.abandon(replies, "write failed", why);
+                // This request may be half-applied: undo the batch and apply it again,
+                // each request alone in a savepoint. (Refusals such as an unknown job are
+                // decided before anything is written, and cost nobody else.)
+                let _ = self.conn.execute_batch("ROLLBACK");
+                tracing::warn!(error = %why, "a write failed; applying its batch one request at a time");
+                return self.commit_one_by_one(ops);
             }
-            outcomes.push((outcome, reply));
+            outcomes.push(outcome);
         }
-        if let Err(e) = self.cached("COMMIT") {
-            let replies = outcomes.into_iter().map(|(_, r)| r);
-            return self.abandon(replies, "commit failed", e.to_string());
+        self.finish(outcomes)
+    }
+
+    /// The slow path: each request in a savepoint, so a failing one is undone and refused
+    /// alone. Saves are not folded here: each writes its own row update.
+    fn commit_one_by_one(&self, ops: &[Op]) -> Vec<Result<Answer, StoreError>> {
+        if let Err(e) = self.cached("BEGIN IMMEDIATE") {
+            return self.fail_all(ops, format!("cannot begin a transaction: {e}"));
         }
-        for (outcome, reply) in outcomes {
-            // The requester may have gone (its client hung up); the write stands anyway.
-            let _ = reply.send(outcome);
+        let mut carried = Carried::new();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            let outcome = self.cached("SAVEPOINT request").map_err(write_failed);
+            let outcome = outcome.and_then(|()| self.apply(op, false, &mut carried));
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, "a write failed; only its request was refused");
+                let _ = self.cached("ROLLBACK TO request");
+            }
+            let _ = self.cached("RELEASE request");
+            outcomes.push(outcome);
+        }
+        self.finish(outcomes)
+    }
+
+    /// Commits; if that fails, nothing of the batch was stored and every request hears so.
+    fn finish(&self, outcomes: Vec<Result<Answer, StoreError>>) -> Vec<Result<Answer, StoreError>> {
+        match self.cached("COMMIT") {
+            Ok(()) => outcomes,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                let why = format!("commit failed: {e}");
+                tracing::error!(error = %why, "nothing in this batch was stored");
+                let failed = StoreError::Unavailable(why);
+                outcomes.iter().map(|_| Err(failed.clone())).collect()
+            }
         }
     }
 
-    /// Rolls the open transaction back and tells every request of the batch so.
-    fn abandon(&self, replies: impl IntoIterator<Item = Reply>, what: &str, why: String) {
-        let _ = self.conn.execute_batch("ROLLBACK");
-        tracing::error!(error = %why, "{what}; nothing in this batch was stored");
-        answer_all(replies, &unavailable(why));
+    fn fail_all(&self, ops: &[Op], why: String) -> Vec<Result<Answer, StoreError>> {
+        tracing::error!(error = %why, "nothing in this batch was stored");
+        let failed = StoreError::Unavailable(why);
+        ops.iter().map(|_| Err(failed.clone())).collect()
     }
 
     /// Runs a parameterless statement through the statement cache (no parsing each time).
@@ -159,12 +201,12 @@ impl Writer {
             Op::Append(id, from_seq, events, at) => {
                 self.append(*id, *from_seq, events, *at).map(Answer::Seq)
             }
-            Op::Purge(now) => self.purge(*now).map(Answer::Count),
+            Op::Purge(now, limit) => self.purge(*now, *limit).map(Answer::Count),
             Op::PageLimit(pages) => {
                 let pages = i64::try_from(*pages).unwrap_or(i64::MAX);
                 self.conn
                     .pragma_update(None, "max_page_count", pages)
-                    .map_err(unavailable)?;
+                    .map_err(write_failed)?;
                 Ok(Answer::Count(0))
             }
         }
@@ -172,11 +214,11 @@ impl Writer {
 
     fn insert(
         &self,
-        job: &Job,
-        events: &[EventData],
+        job: &EncodedJob,
+        events: &[EncodedEvent],
         at: SystemTime,
     ) -> Result<Inserted, StoreError> {
-        if let Some(key) = &job.spec.idempotency_key {
+        if let Some(key) = &job.idempotency_key {
             let sql = format!(
                 "SELECT {} FROM jobs WHERE idempotency_key = ?1",
                 super::JOB_COLUMNS
@@ -199,19 +241,19 @@ impl Writer {
                 s.execute(params![
                     id_blob(job.id),
                     state_name(job.state),
-                    job.spec.kind,
-                    job.spec.queue,
-                    job.spec.idempotency_key,
-                    job.expires_at.map(ms),
-                    super::record_json(job)?,
+                    job.kind,
+                    job.queue,
+                    job.idempotency_key,
+                    job.expires_at_ms,
+                    job.record,
                     events.len() as i64,
                 ])
             })
-            .map_err(unavailable)?;
+            .map_err(write_failed)?;
         // A new job's log starts at seq 1: no need to read or update last_seq.
         let blob = id_blob(job.id);
-        for (seq, data) in (1..).zip(events) {
-            self.insert_event(&blob, seq, data, at)?;
+        for (seq, event) in (1..).zip(events) {
+            self.insert_event(&blob, seq, event, at)?;
         }
         Ok(Inserted::Created(events.len() as u64))
     }
@@ -220,17 +262,16 @@ impl Writer {
         &self,
         blob: &[u8],
         seq: i64,
-        data: &EventData,
+        event: &EncodedEvent,
         at: SystemTime,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(data).map_err(unavailable)?;
         self.conn
             .prepare_cached(
                 "INSERT INTO events (job_id, seq, at_ms, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
-            .and_then(|mut s| s.execute(params![blob, seq, ms(at), event_kind(data), json]))
+            .and_then(|mut s| s.execute(params![blob, seq, ms(at), event.kind, event.data]))
             .map(drop)
-            .map_err(unavailable)
+            .map_err(write_failed)
     }
 
     /// Writes the job's record and appends its events; the new last seq goes into the same
@@ -238,8 +279,8 @@ impl Writer {
     /// its events and carries its seq to the job's next save in the batch.
     fn save(
         &self,
-        job: &Job,
-        events: &[EventData],
+        job: &EncodedJob,
+        events: &[EncodedEvent],
         at: SystemTime,
         superseded: bool,
         carried: &mut Carried,
@@ -270,14 +311,14 @@ impl Writer {
                     blob,
                     state_name(job.state),
                     running.then_some(&self.node),
-                    job.expires_at.map(ms),
-                    super::record_json(job)?,
-                    job.progress.as_ref().map(serde_json::to_string).transpose().map_err(to_sql_err)?,
+                    job.expires_at_ms,
+                    job.record,
+                    job.progress,
                     seq,
                     made_running == Some(true),
                 ])
             })
-            .map_err(unavailable)?;
+            .map_err(write_failed)?;
         Ok(seq as u64)
     }
 
@@ -286,7 +327,7 @@ impl Writer {
         &self,
         id: JobId,
         from_seq: u64,
-        events: &[EventData],
+        events: &[EncodedEvent],
         at: SystemTime,
     ) -> Result<u64, StoreError> {
         let blob = id_blob(id);
@@ -295,7 +336,7 @@ impl Writer {
             self.conn
                 .prepare_cached("UPDATE jobs SET last_seq = ?2 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![blob, seq]))
-                .map_err(unavailable)?;
+                .map_err(write_failed)?;
         }
         Ok(seq as u64)
     }
@@ -308,7 +349,7 @@ impl Writer {
         id: JobId,
         blob: &[u8],
         from_seq: u64,
-        events: &[EventData],
+        events: &[EncodedEvent],
         at: SystemTime,
         known_seq: Option<i64>,
     ) -> Result<i64, StoreError> {
@@ -322,8 +363,8 @@ impl Writer {
         };
         let mut seq = last.ok_or(StoreError::UnknownJob(id))?;
         let from_seq = i64::try_from(from_seq).map_err(unavailable)?;
-        for (offset, data) in (0..).zip(events) {
-            if let EventData::Progress(progress) = data {
+        for (offset, event) in (0..).zip(events) {
+            if let Some(progress) = &event.progress {
                 self.replace_progress(blob, seq, progress)?;
             }
             seq = if from_seq == 0 {
@@ -331,7 +372,7 @@ impl Writer {
             } else {
                 (seq + 1).max(from_seq + offset)
             };
-            self.insert_event(blob, seq, data, at)?;
+            self.insert_event(blob, seq, event, at)?;
         }
         Ok(seq)
     }
@@ -341,48 +382,47 @@ impl Writer {
         &self,
         blob: &[u8],
         last_seq: i64,
-        progress: &crate::engine::job::Progress,
+        progress: &str,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(progress).map_err(unavailable)?;
         self.conn
             .prepare_cached("UPDATE jobs SET progress = ?2 WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![blob, json]))
-            .map_err(unavailable)?;
+            .and_then(|mut s| s.execute(params![blob, progress]))
+            .map_err(write_failed)?;
         self.conn
             .prepare_cached(
                 "DELETE FROM events WHERE job_id = ?1 AND seq = ?2 AND kind = 'progress'",
             )
             .and_then(|mut s| s.execute(params![blob, last_seq]))
-            .map_err(unavailable)?;
+            .map_err(write_failed)?;
         Ok(())
     }
 
-    fn purge(&self, now: SystemTime) -> Result<usize, StoreError> {
-        let expired = "SELECT id FROM jobs WHERE expires_at_ms <= ?1
-                       AND (state = 'succeeded' OR state = 'failed' OR state = 'cancelled')";
-        self.conn
-            .execute(
-                &format!("DELETE FROM events WHERE job_id IN ({expired})"),
-                [ms(now)],
+    /// Deletes up to `limit` expired finished jobs, with their logs.
+    fn purge(&self, now: SystemTime, limit: usize) -> Result<usize, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let ids: Vec<Vec<u8>> = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM jobs WHERE id IN (
+                    SELECT id FROM jobs WHERE expires_at_ms <= ?1
+                      AND (state = 'succeeded' OR state = 'failed' OR state = 'cancelled')
+                    LIMIT ?2)
+                 RETURNING id",
             )
-            .map_err(unavailable)?;
-        self.conn
-            .execute(
-                &format!("DELETE FROM jobs WHERE id IN ({expired})"),
-                [ms(now)],
-            )
-            .map_err(unavailable)
+            .and_then(|mut s| {
+                s.query_map(params![ms(now), limit], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(write_failed)?;
+        let mut events = self
+            .conn
+            .prepare_cached("DELETE FROM events WHERE job_id = ?1")
+            .map_err(write_failed)?;
+        for id in &ids {
+            events.execute([id]).map_err(write_failed)?;
+        }
+        Ok(ids.len())
     }
-}
-
-fn answer_all(replies: impl IntoIterator<Item = Reply>, error: &StoreError) {
-    for reply in replies {
-        let _ = reply.send(Err(error.clone()));
-    }
-}
-
-fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
 /// The state as stored in the `state` column.

@@ -1,0 +1,110 @@
+//! A store that fails on demand: the real SQLite store behind a switch that makes its
+//! writes fail as a full disk would, for tests of what a failed write must not change.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use spindle::engine::job::{Event, EventData, Job, JobId};
+use spindle::store::{Inserted, ListQuery, SqliteStore, Store, StoreError};
+
+pub struct FaultyStore {
+    inner: SqliteStore,
+    failing: AtomicBool,
+}
+
+impl FaultyStore {
+    pub fn open(dir: &std::path::Path) -> Arc<Self> {
+        Arc::new(FaultyStore {
+            inner: SqliteStore::open(dir).expect("open the store"),
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    /// While set, every write fails and changes nothing.
+    pub fn fail_writes(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "write failed: disk full (injected)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for FaultyStore {
+    async fn insert(
+        &self,
+        job: &Job,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<Inserted, StoreError> {
+        self.check()?;
+        self.inner.insert(job, events, at).await
+    }
+
+    async fn insert_many(
+        &self,
+        items: &[(Job, Vec<EventData>)],
+        at: SystemTime,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        self.check()?;
+        self.inner.insert_many(items, at).await
+    }
+
+    async fn save(
+        &self,
+        job: &Job,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.save(job, events, at).await
+    }
+
+    async fn append(
+        &self,
+        id: JobId,
+        from_seq: u64,
+        events: &[EventData],
+        at: SystemTime,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.append(id, from_seq, events, at).await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.inner.get(id).await
+    }
+
+    async fn events_after(
+        &self,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
+        self.inner.events_after(id, after, limit).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
+        self.inner.list(query).await
+    }
+
+    async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        self.inner.unfinished().await
+    }
+
+    async fn purge(&self, now: SystemTime) -> Result<usize, StoreError> {
+        self.check()?;
+        self.inner.purge(now).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}

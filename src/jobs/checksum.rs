@@ -48,11 +48,10 @@ pub fn kind(files: Arc<FilesDir>) -> JobKind {
 }
 
 fn run(files: &FilesDir, ctx: &JobContext, args: ChecksumArgs) -> JobResult {
-    // Resolve again: the file system may have changed since Submit.
-    let path = files
+    // Open again: the file system may have changed since Submit.
+    let mut file = files
         .input("path", &args.path)
         .map_err(crate::exec::HandlerError::permanent)?;
-    let mut file = std::fs::File::open(&path)?;
     let size = file.metadata()?.len();
     let mut hasher = Hasher::new(args.algorithm);
     let mut buf = vec![0u8; CHUNK];

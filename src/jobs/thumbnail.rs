@@ -1,12 +1,14 @@
 //! `image.thumbnail` (CPU): decodes an image from the files directory, resizes it to fit
 //! within width x height keeping its aspect ratio, and writes it as PNG or JPEG according
 //! to the output's extension. Progress per stage; the output appears atomically (written
-//! to a temporary name, then renamed).
+//! to a new temporary file, then renamed). Decoding is bounded: an image whose pixels
+//! would take more than [`MAX_DECODED_BYTES`] is refused from its header, before any of
+//! it is allocated, and a thumbnail is never larger than its source.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use image::{ImageFormat, ImageReader, imageops::FilterType};
+use image::{ImageFormat, ImageReader};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
@@ -17,6 +19,11 @@ use crate::engine::job::Progress;
 use crate::exec::{HandlerError, JobContext, JobResult};
 
 const MAX_SIDE: u32 = 10_000;
+/// The most memory one decode may allocate: a 16-megapixel RGBA image. A job holds its
+/// source and a thumbnail no larger, so at most twice this per CPU thread.
+pub const MAX_DECODED_BYTES: u64 = 64 << 20;
+/// The widest and tallest source accepted.
+const MAX_SOURCE_SIDE: u32 = 20_000;
 
 /// Arguments of `image.thumbnail`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -52,8 +59,19 @@ fn check(files: &FilesDir, a: &ThumbnailArgs) -> Result<(), ArgsError> {
     }
     output_format(&a.output)?;
     files.input("input", &a.input)?;
-    files.output("output", &a.output)?;
+    files.check_output("output", &a.output)?;
     Ok(())
+}
+
+/// Decodes within the limits above, refusing an oversized image from its header.
+fn decode(input: std::fs::File) -> image::ImageResult<image::DynamicImage> {
+    let mut reader = ImageReader::new(std::io::BufReader::new(input)).with_guessed_format()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SOURCE_SIDE);
+    limits.max_image_height = Some(MAX_SOURCE_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    reader.decode()
 }
 
 fn output_format(output: &str) -> Result<ImageFormat, ArgsError> {
@@ -75,20 +93,22 @@ fn run(files: &FilesDir, ctx: &JobContext, args: ThumbnailArgs) -> JobResult {
     let input = files
         .input("input", &args.input)
         .map_err(HandlerError::permanent)?;
-    let output = files
-        .output("output", &args.output)
-        .map_err(HandlerError::permanent)?;
     let format = output_format(&args.output).map_err(HandlerError::permanent)?;
 
     ctx.progress(Progress::fraction(0.0).with_message("decoding"));
-    let source = ImageReader::open(&input)?
-        .with_guessed_format()?
-        .decode()
+    let source = decode(input)
         .map_err(|e| HandlerError::permanent(format!("cannot decode {}: {e}", args.input)))?;
     ctx.check_cancelled()?;
 
     ctx.progress(Progress::fraction(0.4).with_message("resizing"));
-    let mut thumb = source.resize(args.width, args.height, FilterType::Lanczos3);
+    // Never upscale: a 1x1 source must not become a 10000x10000 buffer.
+    let (width, height) = (
+        args.width.min(source.width()),
+        args.height.min(source.height()),
+    );
+    // Box sampling straight into the output: no floating-point copy of the source, which
+    // for a large image would take 16 bytes per source pixel.
+    let mut thumb = source.thumbnail(width, height);
     if format == ImageFormat::Jpeg {
         // JPEG has no alpha channel.
         thumb = thumb.to_rgb8().into();
@@ -96,13 +116,15 @@ fn run(files: &FilesDir, ctx: &JobContext, args: ThumbnailArgs) -> JobResult {
     ctx.check_cancelled()?;
 
     ctx.progress(Progress::fraction(0.8).with_message("encoding"));
-    let partial = output.with_extension(format!("partial-{}", ctx.id()));
+    let output = files
+        .output("output", &args.output, &ctx.id().to_string())
+        .map_err(HandlerError::permanent)?;
+    let mut writer = std::io::BufWriter::new(&output.file);
     thumb
-        .save_with_format(&partial, format)
+        .write_to(&mut writer, format)
         .map_err(|e| HandlerError::failed(format!("cannot encode: {e}")))?;
-    std::fs::rename(&partial, &output).inspect_err(|_| {
-        let _ = std::fs::remove_file(&partial);
-    })?;
+    writer.into_inner().map_err(|e| e.into_error())?;
+    output.persist()?;
     ctx.progress(Progress::fraction(1.0).with_message("written"));
     Ok(json!({
         "output": args.output,

@@ -107,8 +107,8 @@ async fn recover(dir: &std::path::Path) -> (f64, f64) {
         .unwrap();
     let opened = started.elapsed().as_secs_f64();
     let files = tempfile::tempdir().unwrap();
-    let registry =
-        spindle::jobs::builtins(spindle::jobs::files::FilesDir::open(files.path()).unwrap());
+    let files = spindle::jobs::files::FilesDir::open(files.path()).unwrap();
+    let registry = spindle::jobs::builtins(files, Default::default());
     // No pool slots free, so the measure is the recovery itself, not running the jobs.
     let config = EngineConfig {
         io_concurrency: 1,

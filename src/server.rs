@@ -20,6 +20,7 @@ use crate::api::JobApi;
 use crate::api::echo::EchoApi;
 use crate::engine::{Engine, EngineConfig};
 use crate::jobs::files::FilesDir;
+use crate::jobs::http::HttpConfig;
 use crate::jobs::registry::JobKind;
 use crate::pb;
 use crate::pb::bench_server::BenchServer;
@@ -55,6 +56,8 @@ pub struct ServeConfig {
     /// Also serve `spindle.v1.Bench` (Echo and Fanout), the benchmark's no-engine
     /// reference RPCs.
     pub bench_echo: bool,
+    /// `http.request`'s egress policy and timeout cap.
+    pub http: HttpConfig,
 }
 
 impl Default for ServeConfig {
@@ -67,6 +70,7 @@ impl Default for ServeConfig {
             engine: EngineConfig::default(),
             shutdown_grace: Duration::from_secs(30),
             bench_echo: false,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -145,7 +149,7 @@ impl Spindle {
                 path: self.config.files_dir.clone(),
                 source,
             })?;
-        let mut registry = crate::jobs::builtins(files);
+        let mut registry = crate::jobs::builtins(files, self.config.http.clone());
         for kind in self.extra_kinds {
             registry.register(kind);
         }

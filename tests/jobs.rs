@@ -199,9 +199,19 @@ async fn http_stub(status: u16, body: String) -> (String, tokio::task::JoinHandl
     (url, task)
 }
 
+/// A server whose http.request may reach 127.0.0.1, where the stubs listen.
+async fn server_allowing_loopback() -> TestServer {
+    let allow = vec!["127.0.0.1".parse().unwrap()];
+    TestServer::start_with(
+        |c| c.http.egress = spindle::jobs::egress::EgressPolicy::new(allow),
+        |s| s,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn http_request_records_status_headers_and_a_bounded_body() {
-    let server = TestServer::start().await;
+    let server = server_allowing_loopback().await;
     let (url, stub) = http_stub(201, "y".repeat(100_000)).await;
     let args =
         json!({"url": url, "method": "post", "headers": {"x-token": "abc"}, "body": "{\"a\":1}"});
@@ -226,7 +236,7 @@ async fn http_request_records_status_headers_and_a_bounded_body() {
 
 #[tokio::test]
 async fn http_request_fails_on_an_unexpected_status_or_no_server() {
-    let server = TestServer::start().await;
+    let server = server_allowing_loopback().await;
     let (url, _stub) = http_stub(500, "oops".into()).await;
     let req = request_once("http.request", json!({ "url": url }));
     let done = server.finish(&server.submit_request(req).await.id).await;
@@ -274,6 +284,7 @@ async fn http_request_fails_on_an_unexpected_status_or_no_server() {
             "args.method",
         ),
         (json!({"url": "http://x", "timeout": 0}), "args.timeout"),
+        (json!({"url": "http://x", "timeout": 301}), "args.timeout"),
         (
             json!({"url": "http://x", "expect_status": 42}),
             "args.expect_status",

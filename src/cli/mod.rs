@@ -23,6 +23,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::EngineConfig;
+use crate::jobs::egress::{Allow, EgressPolicy};
+use crate::jobs::http::HttpConfig;
 use crate::server::{ServeConfig, StoreConfig};
 
 /// Spindle: a gRPC job-scheduling service, and its command-line client.
@@ -256,6 +258,17 @@ pub struct ServeArgs {
     /// compares against.
     #[arg(long, env = "SPINDLE_BENCH_ECHO")]
     pub bench_echo: bool,
+    /// Lets http.request reach a destination the egress policy refuses (loopback,
+    /// private, link-local...): CIDR, IP[:PORT] or HOST[:PORT]; repeat for more.
+    #[arg(long = "allow-egress", env = "SPINDLE_ALLOW_EGRESS", value_delimiter = ',', value_parser = parse_allow)]
+    pub allow_egress: Vec<Allow>,
+    /// The longest timeout an http.request job may ask for, e.g. 5m.
+    #[arg(long, env = "SPINDLE_HTTP_MAX_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub http_max_timeout: Duration,
+}
+
+fn parse_allow(text: &str) -> Result<Allow, String> {
+    text.parse()
 }
 
 impl Default for ServeArgs {
@@ -298,6 +311,10 @@ impl ServeArgs {
             engine,
             shutdown_grace: self.shutdown_grace,
             bench_echo: self.bench_echo,
+            http: HttpConfig {
+                egress: EgressPolicy::new(self.allow_egress.clone()),
+                max_timeout: self.http_max_timeout,
+            },
         }
     }
 }

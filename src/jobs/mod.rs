@@ -3,6 +3,7 @@
 
 pub mod checksum;
 pub mod cpu;
+pub mod egress;
 pub mod files;
 pub mod http;
 pub mod noop;
@@ -16,7 +17,7 @@ use files::FilesDir;
 use registry::Registry;
 
 /// A registry holding every built-in kind.
-pub fn builtins(files: FilesDir) -> Registry {
+pub fn builtins(files: FilesDir, http: http::HttpConfig) -> Registry {
     let files = Arc::new(files);
     let mut registry = Registry::new();
     registry.register(sleep::kind());
@@ -25,10 +26,6 @@ pub fn builtins(files: FilesDir) -> Registry {
     registry.register(noop::progress_kind());
     registry.register(checksum::kind(files.clone()));
     registry.register(thumbnail::kind(files));
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("spindle/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default();
-    registry.register(http::kind(client));
+    registry.register(http::kind(http));
     registry
 }

@@ -53,6 +53,8 @@ class Server:
             SPINDLE_DATA_DIR=str(self.root / "data"),
             SPINDLE_FILES_DIR=str(self.files),
             SPINDLE_SHUTDOWN_GRACE="0s",
+            # The web stub of the http.request tests listens here.
+            SPINDLE_ALLOW_EGRESS="127.0.0.1",
             RUST_LOG="info",
         )
         self.process = subprocess.Popen(

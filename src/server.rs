@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub bench_echo: bool,
     /// `http.request`'s egress policy and timeout cap.
     pub http: HttpConfig,
+    /// The largest args a Submit may carry, as encoded in the request.
+    pub max_args_bytes: usize,
 }
 
 impl Default for ServeConfig {
@@ -71,6 +73,7 @@ impl Default for ServeConfig {
             shutdown_grace: Duration::from_secs(30),
             bench_echo: false,
             http: HttpConfig::default(),
+            max_args_bytes: crate::api::convert::DEFAULT_MAX_ARGS_BYTES,
         }
     }
 }
@@ -163,6 +166,7 @@ impl Spindle {
             engine,
             grace: self.config.shutdown_grace,
             bench_echo: self.config.bench_echo,
+            max_args_bytes: self.config.max_args_bytes,
         })
     }
 }
@@ -188,6 +192,7 @@ pub struct Prepared {
     engine: Engine,
     grace: Duration,
     bench_echo: bool,
+    max_args_bytes: usize,
 }
 
 impl Prepared {
@@ -205,21 +210,23 @@ impl Prepared {
         let echo = self
             .bench_echo
             .then(|| BenchServer::new(EchoApi::default()));
-        serve_engine(self.listener, addr, self.engine, echo, self.grace, shutdown).await
+        let api = JobApi::new(self.engine.clone()).with_max_args_bytes(self.max_args_bytes);
+        serve_engine(self.listener, addr, api, echo, self.grace, shutdown).await
     }
 }
 
 async fn serve_engine(
     listener: TcpListener,
     addr: SocketAddr,
-    engine: Engine,
+    api: JobApi,
     echo: Option<BenchServer<EchoApi>>,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<JobServiceServer<JobApi>>().await;
-    let jobs = JobServiceServer::new(JobApi::new(engine.clone()))
+    let engine = api.engine().clone();
+    let jobs = JobServiceServer::new(api)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let reflection = || {

@@ -254,3 +254,125 @@ async fn an_unreadable_unfinished_job_stops_start_up_and_is_named() {
     };
     assert!(refused.to_string().contains(&waiting.id), "{refused}");
 }
+
+fn scheduled_noop(payload: serde_json::Value) -> pb::SubmitRequest {
+    pb::SubmitRequest {
+        delay: Some(prost_types::Duration {
+            seconds: 3600,
+            nanos: 0,
+        }),
+        ..request("demo.noop", json!({ "payload": payload }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn args_over_the_limit_are_refused_by_name() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let refused = client
+        .submit(scheduled_noop(json!("x".repeat(300 << 10))))
+        .await
+        .expect_err("300 KiB of args");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(violation_fields(&refused), ["args"]);
+    assert!(
+        refused.message().contains("--max-args-bytes"),
+        "{refused:?}"
+    );
+    client
+        .submit(scheduled_noop(json!("x".repeat(200 << 10))))
+        .await
+        .expect("200 KiB is under the default limit");
+
+    let small = TestServer::start_with(|c| c.max_args_bytes = 1024, |s| s).await;
+    let refused = small
+        .client
+        .clone()
+        .submit(scheduled_noop(json!("x".repeat(2000))))
+        .await
+        .expect_err("over the configured limit");
+    assert_eq!(violation_fields(&refused), ["args"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_pages_are_bounded_by_bytes_and_the_basic_view_leaves_args_out() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let mut submitted = Vec::new();
+    for i in 0..30 {
+        let payload = json!(format!("{i}{}", "x".repeat(200 << 10)));
+        let job = client
+            .submit(scheduled_noop(payload))
+            .await
+            .expect("Submit");
+        submitted.push(job.into_inner().job.unwrap().id);
+    }
+    let (mut seen, mut pages, mut token) = (Vec::new(), Vec::new(), String::new());
+    loop {
+        let page = client
+            .list_jobs(pb::ListJobsRequest {
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("ListJobs")
+            .into_inner();
+        pages.push(page.jobs.len());
+        seen.extend(page.jobs.into_iter().map(|j| j.id));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    submitted.reverse();
+    assert_eq!(seen, submitted, "every job once, newest first");
+    assert!(pages.len() > 1 && pages[0] < 30, "pages: {pages:?}");
+
+    let basic = client
+        .list_jobs(pb::ListJobsRequest {
+            view: pb::JobView::Basic as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("ListJobs")
+        .into_inner();
+    assert_eq!(basic.jobs.len(), 30);
+    assert!(basic.next_page_token.is_empty());
+    assert!(
+        basic
+            .jobs
+            .iter()
+            .all(|j| j.args.is_none() && j.kind == "demo.noop")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_quote_at_most_a_short_prefix_of_bad_input() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let mut labels = request("demo.noop", json!({}));
+    labels.labels = (0..100_000)
+        .map(|i| (format!("bad key {i}"), "v".into()))
+        .collect();
+    let long_kind = request(&"k".repeat(10_000), json!({}));
+    let long_key = request("demo.noop", json!({ "k".repeat(100_000): 1 }));
+    for req in [labels, long_kind, long_key] {
+        let refused = client.submit(req).await.expect_err("refused");
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{}",
+            refused.message().len()
+        );
+        assert!(
+            refused.message().len() <= 1200,
+            "message of {} bytes",
+            refused.message().len()
+        );
+        assert!(
+            refused.details().len() <= 16 << 10,
+            "details of {} bytes",
+            refused.details().len()
+        );
+    }
+}

@@ -28,6 +28,12 @@ const MAX_IDEMPOTENCY_KEY: usize = 256;
 const MAX_ATTEMPTS: u32 = 100;
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
+/// About how many bytes of jobs one ListJobs page gathers (the response limit is 16 MiB).
+pub const LIST_PAGE_BYTES: usize = 4 << 20;
+/// The longest kind name looked up.
+const MAX_KIND_NAME: usize = 128;
+/// The default `--max-args-bytes`.
+pub const DEFAULT_MAX_ARGS_BYTES: usize = 256 << 10;
 
 pub(super) fn violation(field: &str, description: impl Into<String>) -> FieldViolation {
     FieldViolation {
@@ -36,11 +42,27 @@ pub(super) fn violation(field: &str, description: impl Into<String>) -> FieldVio
     }
 }
 
-/// Checks a SubmitRequest field by field and builds the spec.
-pub fn submit_spec(req: pb::SubmitRequest) -> Result<JobSpec, Vec<FieldViolation>> {
+/// Checks a SubmitRequest field by field and builds the spec; `max_args_bytes` bounds the
+/// args as encoded in the request.
+pub fn submit_spec(
+    req: pb::SubmitRequest,
+    max_args_bytes: usize,
+) -> Result<JobSpec, Vec<FieldViolation>> {
     let mut bad = Vec::new();
     if req.kind.trim().is_empty() {
         bad.push(violation("kind", "must name a job kind (see ListKinds)"));
+    } else if req.kind.len() > MAX_KIND_NAME {
+        bad.push(violation(
+            "kind",
+            format!("longer than {MAX_KIND_NAME} bytes"),
+        ));
+    }
+    let args_bytes = req.args.as_ref().map_or(0, prost::Message::encoded_len);
+    if args_bytes > max_args_bytes {
+        let why =
+            format!("{args_bytes} bytes; at most {max_args_bytes} (the server's --max-args-bytes)");
+        bad.push(violation("args", why));
+        return Err(bad);
     }
     let args = match req.args.map(|s| struct_to_json(s, "args")).transpose() {
         Ok(args) => Json::Object(args.unwrap_or_default()),
@@ -194,7 +216,12 @@ fn check_name(field: &str, name: &str, max: usize) -> Result<(), FieldViolation>
 
 fn check_labels(labels: &HashMap<String, String>, bad: &mut Vec<FieldViolation>) {
     if labels.len() > MAX_LABELS {
-        bad.push(violation("labels", format!("at most {MAX_LABELS} labels")));
+        // One violation, not one per label: the answer must not grow with the request.
+        bad.push(violation(
+            "labels",
+            format!("at most {MAX_LABELS} labels, not {}", labels.len()),
+        ));
+        return;
     }
     for (key, value) in labels {
         if let Err(v) = check_name(&format!("labels.{key}"), key, MAX_LABEL_KEY) {
@@ -235,6 +262,9 @@ pub fn list_query(req: pb::ListJobsRequest) -> Result<ListQuery, Vec<FieldViolat
             None
         }
     };
+    if pb::JobView::try_from(req.view).is_err() {
+        bad.push(violation("view", format!("unknown view {}", req.view)));
+    }
     let before = match req.page_token.as_str() {
         "" => None,
         token => job_id("page_token", token).map_err(|v| bad.push(v)).ok(),
@@ -261,6 +291,8 @@ pub fn list_query(req: pb::ListJobsRequest) -> Result<ListQuery, Vec<FieldViolat
         labels: req.labels.into_iter().collect(),
         before,
         limit,
+        max_bytes: LIST_PAGE_BYTES,
+        basic: req.view == pb::JobView::Basic as i32,
     })
 }
 
@@ -292,7 +324,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let fields: Vec<String> = submit_spec(req)
+        let fields: Vec<String> = submit_spec(req, DEFAULT_MAX_ARGS_BYTES)
             .unwrap_err()
             .into_iter()
             .map(|v| v.field)

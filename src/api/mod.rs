@@ -26,11 +26,27 @@ pub const MAX_BATCH: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct JobApi {
     engine: Engine,
+    /// The largest args a Submit may carry, as encoded in the request.
+    max_args_bytes: usize,
 }
 
 impl JobApi {
     pub fn new(engine: Engine) -> Self {
-        JobApi { engine }
+        JobApi {
+            engine,
+            max_args_bytes: convert::DEFAULT_MAX_ARGS_BYTES,
+        }
+    }
+
+    /// The engine behind the API.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Sets the largest args a Submit may carry.
+    pub fn with_max_args_bytes(mut self, bytes: usize) -> Self {
+        self.max_args_bytes = bytes;
+        self
     }
 }
 
@@ -43,7 +59,7 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let spec = convert::submit_spec(request.into_inner())
+        let spec = convert::submit_spec(request.into_inner(), self.max_args_bytes)
             .map_err(|v| Status::from(EngineError::InvalidRequest(v)))?;
         let submitted = self.engine.submit(spec).await?;
         let job = &submitted.job;
@@ -69,7 +85,7 @@ impl JobService for JobApi {
         let mut results: Vec<Option<pb::SubmitBatchResult>> = Vec::with_capacity(requests.len());
         let mut specs = Vec::with_capacity(requests.len());
         for request in requests {
-            match convert::submit_spec(request) {
+            match convert::submit_spec(request, self.max_args_bytes) {
                 Ok(spec) => {
                     specs.push(spec);
                     results.push(None);

@@ -10,16 +10,44 @@ use crate::jobs::registry::{ArgsErrorKind, FieldViolation};
 use crate::pb;
 use crate::store::StoreError;
 
-/// INVALID_ARGUMENT (or another code) with field violations attached.
+/// The longest message an error carries; longer ones are cut (they quote client input).
+const MAX_MESSAGE: usize = 1024;
+/// The longest field path or description a violation carries.
+const MAX_VIOLATION_TEXT: usize = 256;
+/// The most violations an error lists; the rest are counted in one more.
+const MAX_VIOLATIONS: usize = 20;
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked if it was cut. An
+/// error must not grow with the request it answers: clients reject large trailers.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..end], text.len())
+}
+
+/// INVALID_ARGUMENT (or another code) with field violations attached, all bounded.
 pub fn bad_request(
     code: Code,
     message: impl Into<String>,
     violations: &[FieldViolation],
 ) -> Status {
     let mut details = ErrorDetails::new();
-    for v in violations {
-        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    for v in violations.iter().take(MAX_VIOLATIONS) {
+        details.add_bad_request_violation(
+            bounded(&v.field, MAX_VIOLATION_TEXT),
+            bounded(&v.description, MAX_VIOLATION_TEXT),
+        );
     }
+    if violations.len() > MAX_VIOLATIONS {
+        let more = violations.len() - MAX_VIOLATIONS;
+        details.add_bad_request_violation("", format!("and {more} more"));
+    }
+    let message = bounded(&message.into(), MAX_MESSAGE);
     Status::with_error_details(code, message, details)
 }
 
@@ -31,7 +59,7 @@ pub fn invalid_field(violation: FieldViolation) -> Status {
 
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Self {
-        let message = e.to_string();
+        let message = bounded(&e.to_string(), MAX_MESSAGE);
         match e {
             EngineError::UnknownKind { .. } => bad_request(
                 Code::InvalidArgument,

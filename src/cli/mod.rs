@@ -262,6 +262,9 @@ pub struct ServeArgs {
     /// private, link-local...): CIDR, IP[:PORT] or HOST[:PORT]; repeat for more.
     #[arg(long = "allow-egress", env = "SPINDLE_ALLOW_EGRESS", value_delimiter = ',', value_parser = parse_allow)]
     pub allow_egress: Vec<Allow>,
+    /// The largest args a Submit may carry, in bytes as encoded in the request.
+    #[arg(long, env = "SPINDLE_MAX_ARGS_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(1..=4 * 1024 * 1024))]
+    pub max_args_bytes: u32,
     /// The longest timeout an http.request job may ask for, e.g. 5m.
     #[arg(long, env = "SPINDLE_HTTP_MAX_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub http_max_timeout: Duration,
@@ -315,6 +318,7 @@ impl ServeArgs {
                 egress: EgressPolicy::new(self.allow_egress.clone()),
                 max_timeout: self.http_max_timeout,
             },
+            max_args_bytes: self.max_args_bytes as usize,
         }
     }
 }

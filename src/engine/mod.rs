@@ -212,21 +212,10 @@ impl Engine {
     }
 
     /// Jobs matching the query, newest first, and the id to continue after if there are more.
-    pub async fn list(
-        &self,
-        mut query: ListQuery,
-    ) -> Result<(Vec<Job>, Option<JobId>), EngineError> {
-        let page = query.limit;
-        query.limit = page + 1;
-        let mut jobs = self.shared.store.list(&query).await?;
-        let more = jobs.len() > page;
-        jobs.truncate(page);
-        let next = if more {
-            jobs.last().map(|j| j.id)
-        } else {
-            None
-        };
-        Ok((jobs, next))
+    pub async fn list(&self, query: ListQuery) -> Result<(Vec<Job>, Option<JobId>), EngineError> {
+        let page = self.shared.store.list(&query).await?;
+        let next = page.jobs.last().map(|j| j.id).filter(|_| page.more);
+        Ok((page.jobs, next))
     }
 
     /// Waits until the job is terminal or `wait` passes, then returns it.

@@ -178,13 +178,13 @@ async fn list_pages_newest_first_with_filters() {
             limit: 2,
             ..ListQuery::default()
         };
-        let page = store.list(&query).await.unwrap();
+        let page = store.list(&query).await.unwrap().jobs;
         assert_eq!(
             page.iter().map(|j| j.id).collect::<Vec<_>>(),
             [ids[4], ids[3]]
         );
         query.before = Some(ids[3]);
-        let page = store.list(&query).await.unwrap();
+        let page = store.list(&query).await.unwrap().jobs;
         assert_eq!(
             page.iter().map(|j| j.id).collect::<Vec<_>>(),
             [ids[2], ids[1]]
@@ -196,7 +196,7 @@ async fn list_pages_newest_first_with_filters() {
             limit: 10,
             ..ListQuery::default()
         };
-        let page = store.list(&filtered).await.unwrap();
+        let page = store.list(&filtered).await.unwrap().jobs;
         assert_eq!(page.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[2]]);
     })
     .await;

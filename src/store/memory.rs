@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{Inserted, ListQuery, Store, StoreError};
+use super::{Inserted, ListQuery, Page, Store, StoreError};
 use crate::engine::job::{Event, EventData, Job, JobId, JobState, Progress, whole_millis};
 
 /// Jobs and their logs in process memory.
@@ -248,17 +248,14 @@ impl Store for MemoryStore {
         Ok(Some(entry.events[start..end].to_vec()))
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let inner = self.lock();
         let range = match query.before {
             Some(before) => inner.jobs.range(..before),
             None => inner.jobs.range(..),
         };
-        let mut jobs = Vec::new();
+        let (mut page, mut spent) = (Page::default(), 0);
         for (id, entry) in range.rev() {
-            if jobs.len() == query.limit {
-                break;
-            }
             if query.state.is_some_and(|s| s != entry.record.state) {
                 continue;
             }
@@ -269,11 +266,12 @@ impl Store for MemoryStore {
                     continue;
                 }
             };
-            if query.matches(&job) {
-                jobs.push(job);
+            let cost = super::list_cost(query, entry.record.json.len());
+            if query.matches(&job) && !page.offer(query, job, cost, &mut spent) {
+                break;
             }
         }
-        Ok(jobs)
+        Ok(page)
     }
 
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {

@@ -56,6 +56,59 @@ pub struct ListQuery {
     /// Only jobs older than this one (the previous page's last id).
     pub before: Option<JobId>,
     pub limit: usize,
+    /// The most bytes of stored records a page may gather (0: no bound). A page always
+    /// has one job if one matches; it ends before the job that would pass the bound.
+    pub max_bytes: usize,
+    /// Leave out each job's args and result (they may be large), and count only the rest
+    /// against `max_bytes`.
+    pub basic: bool,
+}
+
+/// What [`Store::list`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Newest first.
+    pub jobs: Vec<Job>,
+    /// More jobs match after the last one.
+    pub more: bool,
+}
+
+/// What a job costs against [`ListQuery::max_bytes`]: its stored record, or in a basic
+/// list, a fixed share for what is left of it.
+pub fn list_cost(query: &ListQuery, record_bytes: usize) -> usize {
+    if query.basic {
+        BASIC_JOB_BYTES
+    } else {
+        record_bytes
+    }
+}
+
+/// What a job without its args and result is counted as.
+const BASIC_JOB_BYTES: usize = 2048;
+
+impl Page {
+    /// Adds a matching job unless the page is full (by count or bytes); says whether
+    /// the walk should go on. `spent` carries the bytes gathered so far.
+    pub fn offer(
+        &mut self,
+        query: &ListQuery,
+        mut job: Job,
+        cost: usize,
+        spent: &mut usize,
+    ) -> bool {
+        let over_bytes = query.max_bytes > 0 && *spent + cost > query.max_bytes;
+        if self.jobs.len() >= query.limit || (over_bytes && !self.jobs.is_empty()) {
+            self.more = true;
+            return false;
+        }
+        if query.basic {
+            job.spec.args = serde_json::Value::Null;
+            job.result = None;
+        }
+        *spent += cost;
+        self.jobs.push(job);
+        true
+    }
 }
 
 impl ListQuery {
@@ -138,8 +191,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Option<Vec<Event>>, StoreError>;
 
-    /// Jobs that match the query, newest first, at most `query.limit`.
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError>;
+    /// Jobs that match the query, newest first, at most `query.limit` and about
+    /// `query.max_bytes`. A job that cannot be read is skipped (and logged).
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
 
     /// Every job not in a terminal state, oldest first; read once at start-up.
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError>;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use spindle::engine::job::{Event, EventData, Job, JobId};
-use spindle::store::{Inserted, ListQuery, SqliteStore, Store, StoreError};
+use spindle::store::{Inserted, ListQuery, Page, SqliteStore, Store, StoreError};
 
 pub struct FaultyStore {
     inner: SqliteStore,
@@ -91,7 +91,7 @@ impl Store for FaultyStore {
         self.inner.events_after(id, after, limit).await
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         self.inner.list(query).await
     }
 

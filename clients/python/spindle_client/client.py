@@ -159,8 +159,12 @@ class Client:
         queue: str = "",
         labels: Optional[Mapping[str, str]] = None,
         limit: int = 50,
+        basic: bool = False,
     ) -> list[Job]:
-        """Up to `limit` jobs matching every filter, newest first (follows pages)."""
+        """Up to `limit` jobs matching every filter, newest first (follows pages).
+
+        `basic=True` leaves each job's args and result out: cheap when they are large.
+        """
         found: list[Job] = []
         token = ""
         while len(found) < limit:
@@ -171,6 +175,7 @@ class Client:
                 labels=dict(labels or {}),
                 page_size=min(1000, limit - len(found)),
                 page_token=token,
+                view=pb.JOB_VIEW_BASIC if basic else pb.JOB_VIEW_FULL,
             )
             page = self._call("ListJobs", request)
             found += [Job.from_pb(job) for job in page.jobs]

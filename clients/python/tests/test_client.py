@@ -162,6 +162,9 @@ def test_delayed_job_is_scheduled_and_listed(client):
     assert job.state == "scheduled" and job.run_at is not None
     listed = client.jobs(state="scheduled", labels={"case": "delayed"})
     assert [j.id for j in listed] == [job.id]
+    assert listed[0].args == {"seconds": 0}
+    basic = client.jobs(state="scheduled", labels={"case": "delayed"}, basic=True)
+    assert [j.id for j in basic] == [job.id] and basic[0].args == {}
     client.cancel(job.id)
 
 

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{Inserted, ListQuery, Store, StoreError};
+use super::{Inserted, ListQuery, Page, Store, StoreError};
 use crate::engine::job::{Event, EventData, Job, JobId, Progress};
 use encode::EncodedJob;
 use writer::{Answer, Op, Reply};
@@ -344,7 +344,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let query = query.clone();
         self.read(move |conn| {
             let sql = format!(
@@ -360,10 +360,12 @@ impl Store for SqliteStore {
                 query.kind,
                 query.queue,
             ];
-            let rows = stmt.query_map(args, job_row).map_err(unavailable)?;
-            let mut jobs = Vec::new();
-            for row in rows {
-                let job = match job_from_row(row.map_err(unavailable)?) {
+            let mut rows = stmt.query(args).map_err(unavailable)?;
+            let (mut page, mut spent) = (Page::default(), 0);
+            while let Some(row) = rows.next().map_err(unavailable)? {
+                let row = job_row(row).map_err(unavailable)?;
+                let cost = super::list_cost(&query, row.1.len());
+                let job = match job_from_row(row) {
                     Ok(job) => job,
                     // One bad record must not break everyone's list.
                     Err(e) => {
@@ -371,14 +373,11 @@ impl Store for SqliteStore {
                         continue;
                     }
                 };
-                if query.matches(&job) {
-                    jobs.push(job);
-                    if jobs.len() >= query.limit {
-                        break;
-                    }
+                if query.matches(&job) && !page.offer(&query, job, cost, &mut spent) {
+                    break;
                 }
             }
-            Ok(jobs)
+            Ok(page)
         })
         .await
     }

@@ -5,6 +5,8 @@
 //! running jobs finish within the grace period and cancels the rest; then open watch
 //! streams end with UNAVAILABLE, and the server is given a moment to flush them.
 
+mod incoming;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +16,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::JobApi;
 use crate::api::echo::EchoApi;
@@ -26,6 +27,7 @@ use crate::pb;
 use crate::pb::bench_server::BenchServer;
 use crate::pb::job_service_server::JobServiceServer;
 use crate::store::{MemoryStore, SqliteStore, Store, StoreError};
+pub use incoming::{ConnectionLimits, default_max_connections};
 
 /// The largest request accepted, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -33,6 +35,12 @@ pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// How long open streams get to flush after the engine has stopped.
 const STREAM_DRAIN: Duration = Duration::from_secs(2);
+/// The default MAX_CONCURRENT_STREAMS: calls one connection may have open at once.
+pub const DEFAULT_STREAMS_PER_CONNECTION: u32 = 1000;
+/// How often an HTTP/2 PING checks a connection that is otherwise quiet, and how long
+/// its answer may take before the connection is dropped as dead.
+const HTTP2_KEEPALIVE: Duration = Duration::from_secs(60);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where jobs are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +68,10 @@ pub struct ServeConfig {
     pub http: HttpConfig,
     /// The largest args a Submit may carry, as encoded in the request.
     pub max_args_bytes: usize,
+    /// What connections may cost: how many, how long a handshake may take.
+    pub connections: ConnectionLimits,
+    /// Concurrent streams (calls) one HTTP/2 connection may hold (MAX_CONCURRENT_STREAMS).
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServeConfig {
@@ -74,6 +86,8 @@ impl Default for ServeConfig {
             bench_echo: false,
             http: HttpConfig::default(),
             max_args_bytes: crate::api::convert::DEFAULT_MAX_ARGS_BYTES,
+            connections: ConnectionLimits::default(),
+            max_streams_per_connection: DEFAULT_STREAMS_PER_CONNECTION,
         }
     }
 }
@@ -167,6 +181,8 @@ impl Spindle {
             grace: self.config.shutdown_grace,
             bench_echo: self.config.bench_echo,
             max_args_bytes: self.config.max_args_bytes,
+            connections: self.config.connections,
+            max_streams: self.config.max_streams_per_connection,
         })
     }
 }
@@ -193,6 +209,8 @@ pub struct Prepared {
     grace: Duration,
     bench_echo: bool,
     max_args_bytes: usize,
+    connections: ConnectionLimits,
+    max_streams: u32,
 }
 
 impl Prepared {
@@ -211,16 +229,40 @@ impl Prepared {
             .bench_echo
             .then(|| BenchServer::new(EchoApi::default()));
         let api = JobApi::new(self.engine.clone()).with_max_args_bytes(self.max_args_bytes);
-        serve_engine(self.listener, addr, api, echo, self.grace, shutdown).await
+        let incoming = incoming::accept(self.listener, self.connections);
+        let transport = Server::builder()
+            .max_concurrent_streams(self.max_streams)
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT));
+        let serving = Serving {
+            transport,
+            api,
+            echo,
+            grace: self.grace,
+        };
+        serve_engine(incoming, addr, serving, shutdown).await
     }
 }
 
-async fn serve_engine(
-    listener: TcpListener,
-    addr: SocketAddr,
+/// What `serve_engine` serves, and how.
+struct Serving {
+    transport: Server,
     api: JobApi,
     echo: Option<BenchServer<EchoApi>>,
     grace: Duration,
+}
+
+async fn serve_engine(
+    incoming: impl futures_util::Stream<Item = Result<incoming::Connection, std::io::Error>>
+    + Send
+    + 'static,
+    addr: SocketAddr,
+    Serving {
+        mut transport,
+        api,
+        echo,
+        grace,
+    }: Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -236,17 +278,12 @@ async fn serve_engine(
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let stop_accepting = CancellationToken::new();
-    let router = Server::builder()
+    let router = transport
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(jobs)
         .add_optional_service(echo);
-    // Small stream messages must not wait for Nagle's algorithm and delayed ACKs (~40 ms a
-    // message); keepalive finds dead peers that would hold a watch open forever.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
     let server =
         router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     tokio::pin!(server);

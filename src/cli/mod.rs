@@ -14,18 +14,14 @@ macro_rules! out {
 pub mod bench;
 pub mod client;
 mod render;
+mod serve;
 pub mod watch;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::EngineConfig;
-use crate::jobs::egress::{Allow, EgressPolicy};
-use crate::jobs::http::HttpConfig;
-use crate::server::{ServeConfig, StoreConfig};
+pub use serve::{ServeArgs, parse_duration, parse_queue_limit};
 
 /// Spindle: a gRPC job-scheduling service, and its command-line client.
 #[derive(Debug, Parser)]
@@ -219,143 +215,6 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
         }
     }
     Ok(client::exit::OK)
-}
-
-/// Flags of `spindle serve`.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Where jobs are kept: "sqlite" (durable, in --data-dir) or "memory" (lost on exit).
-    #[arg(long, env = "SPINDLE_STORE", default_value = "sqlite", value_parser = ["sqlite", "memory"])]
-    pub store: String,
-    /// Directory of the durable store; created if missing.
-    #[arg(long, env = "SPINDLE_DATA_DIR", default_value = "spindle-data")]
-    pub data_dir: PathBuf,
-    /// How long finished jobs are kept, e.g. 7d, 12h.
-    #[arg(long, env = "SPINDLE_RETENTION", default_value = "7d", value_parser = parse_duration)]
-    pub retention: Duration,
-    /// A queue's concurrency limit, as NAME=N; repeat for more queues.
-    #[arg(long = "queue-limit", env = "SPINDLE_QUEUE_LIMITS", value_delimiter = ',', value_parser = parse_queue_limit)]
-    pub queue_limits: Vec<(String, usize)>,
-    /// Address to listen on.
-    #[arg(long, env = "SPINDLE_ADDR", default_value = "127.0.0.1:50051")]
-    pub addr: SocketAddr,
-    /// Directory file jobs may read and write; created if missing.
-    #[arg(long, env = "SPINDLE_FILES_DIR", default_value = "spindle-files")]
-    pub files_dir: PathBuf,
-    /// Threads in the CPU pool (default: the number of cores).
-    #[arg(long, env = "SPINDLE_CPU_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub cpu_threads: Option<u16>,
-    /// How much lower the CPU pool's OS priority is (nice increment; 0 disables).
-    #[arg(long, env = "SPINDLE_CPU_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
-    pub cpu_nice: i32,
-    /// IO jobs running at once.
-    #[arg(long, env = "SPINDLE_IO_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub io_concurrency: u32,
-    /// Time running jobs get to finish at shutdown before they are cancelled, e.g. 30s.
-    #[arg(long, env = "SPINDLE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
-    /// Also serve spindle.v1.Bench (Echo and Fanout), the no-engine RPCs `spindle bench`
-    /// compares against.
-    #[arg(long, env = "SPINDLE_BENCH_ECHO")]
-    pub bench_echo: bool,
-    /// Lets http.request reach a destination the egress policy refuses (loopback,
-    /// private, link-local...): CIDR, IP[:PORT] or HOST[:PORT]; repeat for more.
-    #[arg(long = "allow-egress", env = "SPINDLE_ALLOW_EGRESS", value_delimiter = ',', value_parser = parse_allow)]
-    pub allow_egress: Vec<Allow>,
-    /// The largest args a Submit may carry, in bytes as encoded in the request.
-    #[arg(long, env = "SPINDLE_MAX_ARGS_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(1..=4 * 1024 * 1024))]
-    pub max_args_bytes: u32,
-    /// The longest timeout an http.request job may ask for, e.g. 5m.
-    #[arg(long, env = "SPINDLE_HTTP_MAX_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
-    pub http_max_timeout: Duration,
-}
-
-fn parse_allow(text: &str) -> Result<Allow, String> {
-    text.parse()
-}
-
-impl Default for ServeArgs {
-    fn default() -> Self {
-        ServeArgs::parse_from_empty()
-    }
-}
-
-impl ServeArgs {
-    fn parse_from_empty() -> Self {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            args: ServeArgs,
-        }
-        Only::parse_from(["spindle"]).args
-    }
-
-    /// The server configuration these flags describe.
-    pub fn config(&self) -> ServeConfig {
-        let mut engine = EngineConfig {
-            cpu_nice: self.cpu_nice,
-            io_concurrency: self.io_concurrency as usize,
-            retention: self.retention,
-            queue_limits: self.queue_limits.iter().cloned().collect(),
-            ..EngineConfig::default()
-        };
-        if let Some(threads) = self.cpu_threads {
-            engine.cpu_threads = usize::from(threads);
-        }
-        let store = match self.store.as_str() {
-            "memory" => StoreConfig::Memory,
-            _ => StoreConfig::Sqlite {
-                data_dir: self.data_dir.clone(),
-            },
-        };
-        ServeConfig {
-            store,
-            files_dir: self.files_dir.clone(),
-            engine,
-            shutdown_grace: self.shutdown_grace,
-            bench_echo: self.bench_echo,
-            http: HttpConfig {
-                egress: EgressPolicy::new(self.allow_egress.clone()),
-                max_timeout: self.http_max_timeout,
-            },
-            max_args_bytes: self.max_args_bytes as usize,
-        }
-    }
-}
-
-/// Parses "NAME=N", a queue's concurrency limit.
-pub fn parse_queue_limit(text: &str) -> Result<(String, usize), String> {
-    let (name, limit) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not NAME=N"))?;
-    let limit: usize = limit
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("the limit in {text:?} must be a positive number"))?;
-    Ok((name.trim().to_string(), limit))
-}
-
-/// Parses "500ms", "30s", "2m", "1h", "7d" or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 2m or 1h"))?;
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        other => return Err(format!("unknown unit {other:?}; use ms, s, m, h or d")),
-    };
-    Duration::try_from_secs_f64(value * scale).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -4,12 +4,15 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `spindle` process.
 pub struct Process {
     pub child: Child,
     pub addr: String,
+    /// Its log lines after the one that gave its address.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -44,8 +47,14 @@ impl Process {
             }
         };
         // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Process { child, addr }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Process { child, addr, log }
     }
 
     pub fn url(&self) -> String {

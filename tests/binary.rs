@@ -56,6 +56,9 @@ fn bad_flags_exit_with_usage_error() {
 fn a_second_server_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let first = Process::start(dir.path(), &[]);
+    // The lock is on the database itself: deleting files beside it does not lift it
+    // (earlier versions locked a `spindle.lock` that could be deleted).
+    let _ = std::fs::remove_file(dir.path().join("data").join("spindle.lock"));
     let out = Command::new(env!("CARGO_BIN_EXE_spindle"))
         .env("SPINDLE_ADDR", "127.0.0.1:0")
         .env("SPINDLE_DATA_DIR", dir.path().join("data"))
@@ -93,4 +96,40 @@ fn a_corrupt_database_is_refused_and_left_alone() {
         garbage,
         "never wiped or recreated"
     );
+}
+
+/// Whether the server's log says its write-ahead log went missing.
+fn warned_of_a_missing_wal(server: &Process) -> bool {
+    let log = server.log.lock().unwrap();
+    log.iter()
+        .any(|line| line.contains("write-ahead log") && line.contains("missing"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_up_notices_a_write_ahead_log_deleted_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Process::start(dir.path(), &[]);
+    let mut client = common::connect(server.addr.parse().unwrap()).await;
+    common::submit(
+        &mut client,
+        "demo.sleep",
+        serde_json::json!({"seconds": 60}),
+    )
+    .await;
+    server.kill();
+    let wal = dir.path().join("data").join("spindle.db-wal");
+    assert!(wal.exists(), "a crash leaves the WAL");
+    std::fs::remove_file(&wal).unwrap();
+
+    let mut server = Process::start(dir.path(), &[]);
+    assert!(
+        warned_of_a_missing_wal(&server),
+        "{:?}",
+        server.log.lock().unwrap()
+    );
+    // A clean stop leaves no WAL, and no reason to warn.
+    server.signal(Signal::TERM);
+    assert!(server.wait_exit(Duration::from_secs(30)).success());
+    let server = Process::start(dir.path(), &[]);
+    assert!(!warned_of_a_missing_wal(&server));
 }

@@ -281,7 +281,7 @@ async fn sqlite_reads_records_and_schemas_of_the_earlier_format() {
     let old = serde_json::json!({
         "id": job.id.to_string(),
         "spec": {"kind": job.spec.kind, "args": job.spec.args, "queue": "default",
-                 "priority": 0, "timeout": {"secs": 30, "nanos": 0}},
+                 "priority": 0, "timeout": {"secs": 30, "nanos": 0}, "labels": {"team": "a"}},
         "state": "queued", "attempt": 0, "last_seq": 0,
         "created_at": {"secs_since_epoch": 1_795_653_874u64, "nanos_since_epoch": 738_676_367},
         "retry": {"max_attempts": 3, "initial_backoff": {"secs": 1, "nanos": 0},
@@ -294,9 +294,12 @@ async fn sqlite_reads_records_and_schemas_of_the_earlier_format() {
         [serde_json::to_string(&old).unwrap()],
     )
     .unwrap();
-    // And a schema v1 database: its index of unfinished jobs used NOT IN.
+    // And a schema v1 database: its index of unfinished jobs used NOT IN, and it had no
+    // label rows (v3 fills them in from the records).
     conn.execute_batch(
-        "DROP INDEX jobs_unfinished;
+        "DROP TABLE job_labels;
+         DROP TABLE meta;
+         DROP INDEX jobs_unfinished;
          CREATE INDEX jobs_unfinished ON jobs(state)
              WHERE state NOT IN ('succeeded', 'failed', 'cancelled');
          PRAGMA user_version = 1;",
@@ -319,6 +322,13 @@ async fn sqlite_reads_records_and_schemas_of_the_earlier_format() {
         std::time::Duration::from_secs(300)
     );
     assert_eq!(store.unfinished().await.unwrap()[0].id, job.id);
+    let by_label = ListQuery {
+        labels: [("team".to_string(), "a".to_string())].into(),
+        limit: 10,
+        ..ListQuery::default()
+    };
+    let listed = store.list(&by_label).await.unwrap().jobs;
+    assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), [job.id]);
     let conn = rusqlite::Connection::open(&db).unwrap();
     let version: i32 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -380,6 +390,7 @@ async fn sqlite_keeps_everything_across_a_reopen() {
 async fn sqlite_allows_one_process_per_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let first = SqliteStore::open(dir.path()).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("spindle.lock"));
     let err = SqliteStore::open(dir.path()).unwrap_err().to_string();
     assert!(err.contains("in use by another Spindle"), "{err}");
     drop(first);

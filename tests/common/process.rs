@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 pub struct Process {
     pub child: Child,
     pub addr: String,
-    /// Its log lines after the one that gave its address.
+    /// Its log lines.
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -37,17 +37,18 @@ impl Process {
             .spawn()
             .expect("spawn spindle");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
         let addr = loop {
             let line = lines
                 .next()
                 .expect("spindle exited before serving")
                 .expect("read stderr");
+            log.lock().unwrap().push(line.clone());
             if let Some(rest) = line.split("addr=").nth(1) {
                 break rest.split_whitespace().next().expect("address").to_string();
             }
         };
         // Keep draining stderr so the server never blocks on a full pipe.
-        let log = Arc::new(Mutex::new(Vec::new()));
         let kept = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {

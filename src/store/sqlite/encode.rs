@@ -14,6 +14,7 @@ pub struct EncodedJob {
     pub kind: String,
     pub queue: String,
     pub idempotency_key: Option<String>,
+    pub labels: Vec<(String, String)>,
     pub expires_at_ms: Option<i64>,
     pub last_seq: u64,
     /// The record column: the job as JSON.
@@ -43,6 +44,7 @@ impl EncodedJob {
             kind: job.spec.kind.clone(),
             queue: job.spec.queue.clone(),
             idempotency_key: job.spec.idempotency_key.clone(),
+            labels: job.spec.labels.clone().into_iter().collect(),
             expires_at_ms: job.expires_at.map(ms),
             last_seq: job.last_seq,
             // Its seq and progress have columns of their own, which win when it is read

@@ -5,6 +5,8 @@
 
 mod checkpoint;
 mod encode;
+#[cfg(test)]
+mod query_tests;
 mod schema;
 mod writer;
 #[cfg(test)]
@@ -36,8 +38,11 @@ const MAX_IDLE_READERS: usize = 4;
 /// Jobs and their logs in a SQLite database.
 pub struct SqliteStore {
     path: PathBuf,
-    /// Held until close: one process per data directory, or recovery would take another
-    /// process's running jobs for crashed ones.
+    /// An OS lock on the database file itself, held until close: one process per
+    /// database, or recovery would take another process's running jobs for crashed ones.
+    /// (A lock file beside it could be deleted out from under a live server.) This
+    /// descriptor is closed only after every SQLite connection: closing a descriptor of
+    /// the file would drop SQLite's own POSIX locks.
     lock: Mutex<Option<std::fs::File>>,
     /// `None` once closed.
     requests: Mutex<Option<mpsc::Sender<(Op, Reply)>>>,
@@ -61,8 +66,8 @@ impl SqliteStore {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Refused(format!("cannot create {}: {e}", data_dir.display()))
         })?;
-        let lock = lock_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        let lock = lock_database(&path)?;
         let conn = schema::open_writer(&path)?;
         let node = format!("spindle-{}", JobId::new());
         let (tx, rx) = mpsc::channel();
@@ -133,20 +138,21 @@ impl SqliteStore {
     }
 }
 
-/// Takes the data directory's lock file, or says who holds it.
-fn lock_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
-    let path = data_dir.join("spindle.lock");
+/// Takes an exclusive `flock` on the database file (creating it empty if need be), or
+/// says that another process holds it. `flock` locks are apart from SQLite's POSIX locks.
+fn lock_database(path: &Path) -> Result<std::fs::File, StoreError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| StoreError::Refused(format!("cannot open {}: {e}", path.display())))?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
         |_| {
             StoreError::Refused(format!(
                 "{} is in use by another Spindle process",
-                data_dir.display()
+                path.display()
             ))
         },
     )?;
@@ -207,6 +213,30 @@ fn job_from_row((id, record, last_seq, progress): JobRow) -> Result<Job, StoreEr
         .transpose()
         .map_err(corrupt)?;
     Ok(job)
+}
+
+/// ListJobs' statement: every job newest first, or those carrying one label (?5 = ?6).
+fn list_sql(by_label: bool) -> String {
+    let (from, id) = if by_label {
+        (
+            "job_labels JOIN jobs ON jobs.id = job_labels.job_id",
+            "job_labels.job_id",
+        )
+    } else {
+        ("jobs", "jobs.id")
+    };
+    let label = if by_label {
+        "AND job_labels.key = ?5 AND job_labels.value = ?6"
+    } else {
+        "AND ?5 IS NULL AND ?6 IS NULL"
+    };
+    let columns = "jobs.id, jobs.record, jobs.last_seq, jobs.progress";
+    format!(
+        "SELECT {columns} FROM {from}
+         WHERE (?1 IS NULL OR {id} < ?1) AND (?2 IS NULL OR jobs.state = ?2)
+           AND (?3 IS NULL OR jobs.kind = ?3) AND (?4 IS NULL OR jobs.queue = ?4) {label}
+         ORDER BY {id} DESC"
+    )
 }
 
 fn job_rows(
@@ -347,18 +377,18 @@ impl Store for SqliteStore {
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let query = query.clone();
         self.read(move |conn| {
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs
-                 WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR state = ?2)
-                   AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR queue = ?4)
-                 ORDER BY id DESC"
-            );
+            // With a label filter, walk that label's rows (newest first), not every job;
+            // `matches` checks the other labels.
+            let label = query.labels.iter().next();
+            let sql = list_sql(label.is_some());
             let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
             let args = params![
                 query.before.map(id_blob),
                 query.state.map(writer::state_name),
                 query.kind,
                 query.queue,
+                label.map(|(k, _)| k),
+                label.map(|(_, v)| v),
             ];
             let mut rows = stmt.query(args).map_err(unavailable)?;
             let (mut page, mut spent) = (Page::default(), 0);

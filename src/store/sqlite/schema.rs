@@ -4,14 +4,14 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::store::StoreError;
 
 /// "SPND": marks a SQLite file as a Spindle database (`PRAGMA application_id`).
 pub const APPLICATION_ID: i32 = 0x5350_4E44;
 /// The schema this build reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -51,6 +51,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_unfinished ON jobs(state)
         WHERE state <> 'succeeded' AND state <> 'failed' AND state <> 'cancelled';
     "#,
+    // v2 -> v3: labels as rows, so a ListJobs label filter reads only the jobs that carry
+    // the label (it decoded every job before); and `meta`, which says whether the last
+    // process closed the database cleanly.
+    r#"
+    CREATE TABLE job_labels (
+        key     TEXT NOT NULL,
+        value   TEXT NOT NULL,
+        job_id  BLOB NOT NULL,
+        PRIMARY KEY (key, value, job_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX job_labels_by_job ON job_labels(job_id);
+    INSERT INTO job_labels (key, value, job_id)
+        SELECT label.key, label.value, jobs.id
+        FROM jobs, json_each(jobs.record, '$.spec.labels') AS label;
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    "#,
 ];
 
 fn refuse(path: &Path, why: impl std::fmt::Display) -> StoreError {
@@ -61,6 +77,11 @@ fn refuse(path: &Path, why: impl std::fmt::Display) -> StoreError {
 /// Spindle database of a known schema version, migrates it, and sets the pragmas that make
 /// commits durable (WAL, synchronous=FULL).
 pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    // Looked at before anything opens the database, which creates the WAL anew.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = std::path::PathBuf::from(wal);
+    let had_wal = wal.exists();
     let conn = Connection::open(path).map_err(|e| refuse(path, e))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(|e| refuse(path, e))?;
@@ -94,7 +115,46 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|e| refuse(path, e))?;
     migrate(&conn, version).map_err(|e| refuse(path, format!("migration failed: {e}")))?;
+    mark_open(&conn, path, &wal, had_wal).map_err(|e| refuse(path, e))?;
     Ok(conn)
+}
+
+/// The `meta` row that says whether a process has the database open.
+const OPEN_MARK: &str = "open";
+
+/// Notices a write-ahead log that went missing, then marks the database open. A process
+/// that stops cleanly marks it closed and SQLite deletes the WAL after copying it into the
+/// database; one that crashes leaves the mark and the WAL. The mark without a WAL means
+/// the WAL was deleted or lost: the transactions it held since the last checkpoint (every
+/// 100 ms) are gone, and nothing in the database can say which.
+fn mark_open(conn: &Connection, path: &Path, wal: &Path, had_wal: bool) -> rusqlite::Result<()> {
+    let previous: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE name = ?1", [OPEN_MARK], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if previous.as_deref() == Some("yes") && !had_wal {
+        tracing::error!(
+            database = %path.display(),
+            "the last process did not close the database and its write-ahead log ({}) is missing: \
+             jobs acknowledged in the last moments before it stopped may be lost. The data \
+             directory is one unit: back it up and move it whole, WAL included",
+            wal.display()
+        );
+    }
+    conn.execute(
+        "INSERT INTO meta (name, value) VALUES (?1, 'yes')
+         ON CONFLICT (name) DO UPDATE SET value = 'yes'",
+        [OPEN_MARK],
+    )?;
+    // Into the database file at once: a WAL lost later must not take the mark with it.
+    conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
+}
+
+/// Marks the database closed; the writer's last act.
+pub fn mark_closed(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("UPDATE meta SET value = 'no' WHERE name = ?1", [OPEN_MARK])
+        .map(drop)
 }
 
 /// Opens a read-only connection to a database the writer has already checked.

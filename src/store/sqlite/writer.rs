@@ -64,6 +64,9 @@ pub fn run(conn: Connection, node: String, requests: mpsc::Receiver<(Op, Reply)>
             let _ = reply.send(outcome);
         }
     }
+    if let Err(e) = super::schema::mark_closed(&writer.conn) {
+        tracing::warn!(error = %e, "could not mark the database closed");
+    }
 }
 
 struct Writer {
@@ -250,8 +253,14 @@ impl Writer {
                 ])
             })
             .map_err(write_failed)?;
-        // A new job's log starts at seq 1: no need to read or update last_seq.
         let blob = id_blob(job.id);
+        for (key, value) in &job.labels {
+            self.conn
+                .prepare_cached("INSERT INTO job_labels (key, value, job_id) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![key, value, blob]))
+                .map_err(write_failed)?;
+        }
+        // A new job's log starts at seq 1: no need to read or update last_seq.
         for (seq, event) in (1..).zip(events) {
             self.insert_event(&blob, seq, event, at)?;
         }
@@ -414,12 +423,14 @@ impl Writer {
                     .collect()
             })
             .map_err(write_failed)?;
-        let mut events = self
-            .conn
-            .prepare_cached("DELETE FROM events WHERE job_id = ?1")
-            .map_err(write_failed)?;
-        for id in &ids {
-            events.execute([id]).map_err(write_failed)?;
+        for sql in [
+            "DELETE FROM events WHERE job_id = ?1",
+            "DELETE FROM job_labels WHERE job_id = ?1",
+        ] {
+            let mut delete = self.conn.prepare_cached(sql).map_err(write_failed)?;
+            for id in &ids {
+                delete.execute([id]).map_err(write_failed)?;
+            }
         }
         Ok(ids.len())
     }

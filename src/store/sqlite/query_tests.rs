@@ -1,0 +1,39 @@
+//! How SQLite runs ListJobs: a label filter must read that label's rows, not every job.
+
+use rusqlite::Connection;
+
+use super::SqliteStore;
+
+fn plan(conn: &Connection, sql: &str) -> String {
+    let mut stmt = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("prepare");
+    let nulls = rusqlite::params![
+        None::<Vec<u8>>,
+        None::<String>,
+        None::<String>,
+        None::<String>,
+        "team",
+        "a"
+    ];
+    let rows = stmt
+        .query_map(nulls, |r| r.get::<_, String>(3))
+        .expect("plan");
+    rows.map(|r| r.expect("row")).collect::<Vec<_>>().join("; ")
+}
+
+#[tokio::test]
+async fn a_label_filter_searches_the_label_index_instead_of_scanning_every_job() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let conn = Connection::open(dir.path().join(super::DB_FILE)).expect("open");
+    let by_label = plan(&conn, &super::list_sql(true));
+    assert!(by_label.contains("SEARCH job_labels"), "{by_label}");
+    assert!(!by_label.contains("SCAN"), "{by_label}");
+    assert!(
+        !by_label.contains("TEMP B-TREE"),
+        "sorted by the index: {by_label}"
+    );
+    drop(conn);
+    crate::store::Store::close(&store).await;
+}

@@ -262,6 +262,12 @@ pub fn list_query(req: pb::ListJobsRequest) -> Result<ListQuery, Vec<FieldViolat
             None
         }
     };
+    if req.labels.len() > MAX_LABELS {
+        bad.push(violation(
+            "labels",
+            format!("at most {MAX_LABELS} labels, not {}", req.labels.len()),
+        ));
+    }
     if pb::JobView::try_from(req.view).is_err() {
         bad.push(violation("view", format!("unknown view {}", req.view)));
     }

@@ -5,6 +5,7 @@
 //! running jobs finish within the grace period and cancels the rest; then open watch
 //! streams end with UNAVAILABLE, and the server is given a moment to flush them.
 
+mod idle;
 mod incoming;
 
 use std::future::Future;
@@ -37,10 +38,6 @@ pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 const STREAM_DRAIN: Duration = Duration::from_secs(2);
 /// The default MAX_CONCURRENT_STREAMS: calls one connection may have open at once.
 pub const DEFAULT_STREAMS_PER_CONNECTION: u32 = 1000;
-/// How often an HTTP/2 PING checks a connection that is otherwise quiet, and how long
-/// its answer may take before the connection is dropped as dead.
-const HTTP2_KEEPALIVE: Duration = Duration::from_secs(60);
-const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where jobs are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,13 +226,14 @@ impl Prepared {
             .bench_echo
             .then(|| BenchServer::new(EchoApi::default()));
         let api = JobApi::new(self.engine.clone()).with_max_args_bytes(self.max_args_bytes);
+        let keepalive = (
+            self.connections.keepalive_interval,
+            self.connections.keepalive_timeout,
+        );
         let incoming = incoming::accept(self.listener, self.connections);
-        let transport = Server::builder()
-            .max_concurrent_streams(self.max_streams)
-            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
-            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT));
         let serving = Serving {
-            transport,
+            max_streams: self.max_streams,
+            keepalive,
             api,
             echo,
             grace: self.grace,
@@ -246,7 +244,9 @@ impl Prepared {
 
 /// What `serve_engine` serves, and how.
 struct Serving {
-    transport: Server,
+    max_streams: u32,
+    /// HTTP/2 PING interval and timeout.
+    keepalive: (Duration, Duration),
     api: JobApi,
     echo: Option<BenchServer<EchoApi>>,
     grace: Duration,
@@ -258,7 +258,8 @@ async fn serve_engine(
     + 'static,
     addr: SocketAddr,
     Serving {
-        mut transport,
+        max_streams,
+        keepalive,
         api,
         echo,
         grace,
@@ -278,7 +279,11 @@ async fn serve_engine(
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let stop_accepting = CancellationToken::new();
-    let router = transport
+    let router = Server::builder()
+        .layer(idle::CountCalls)
+        .max_concurrent_streams(max_streams)
+        .http2_keepalive_interval(Some(keepalive.0))
+        .http2_keepalive_timeout(Some(keepalive.1))
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

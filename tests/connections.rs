@@ -171,3 +171,49 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_and_says_so() {
     // A spinning loop burns ~200 ticks (2 s of a core); backing off, a handful.
     assert!(used < 50, "{used} ticks: the accept loop spins");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_with_no_call_in_flight_is_closed_but_a_quiet_watch_is_not() {
+    let server = TestServer::start_with(
+        |c| c.connections.idle_timeout = Duration::from_millis(300),
+        |s| s,
+    )
+    .await;
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    server_settings(&mut idle).await;
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(10)).await,
+        "an idle connection stayed open"
+    );
+
+    // A watch on a job due in an hour sends nothing for longer than the idle timeout.
+    let mut client = server.client().await;
+    let job = client
+        .submit(pb::SubmitRequest {
+            delay: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            ..request("demo.sleep", serde_json::json!({"seconds": 0}))
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let mut watch = open_watch(&mut client, &job.id, 0).await;
+    let first = watch.message().await.expect("first event");
+    assert!(first.is_some());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    server
+        .client
+        .clone()
+        .cancel(pb::CancelRequest { id: job.id.clone() })
+        .await
+        .expect("Cancel");
+    let mut last = None;
+    while let Some(event) = watch.message().await.expect("the quiet watch was not cut") {
+        last = Some(event);
+    }
+    assert!(last.as_ref().is_some_and(is_finished), "{last:?}");
+}

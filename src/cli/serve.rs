@@ -66,6 +66,16 @@ pub struct ServeArgs {
     /// How long a new connection has to send the HTTP/2 preface before it is closed.
     #[arg(long, env = "SPINDLE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+    /// How long a connection may stay open with no call in flight (a watch stream is a
+    /// call for as long as it is open).
+    #[arg(long, env = "SPINDLE_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 PING checks a quiet connection.
+    #[arg(long, env = "SPINDLE_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+    /// How long a PING's answer may take before the connection is dropped as dead.
+    #[arg(long, env = "SPINDLE_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
     /// The longest timeout an http.request job may ask for, e.g. 5m.
     #[arg(long, env = "SPINDLE_HTTP_MAX_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub http_max_timeout: Duration,
@@ -125,6 +135,9 @@ impl ServeArgs {
                     .max_connections
                     .map_or_else(crate::server::default_max_connections, |n| n as usize),
                 handshake_timeout: self.handshake_timeout,
+                idle_timeout: self.idle_timeout,
+                keepalive_interval: self.keepalive_interval,
+                keepalive_timeout: self.keepalive_timeout,
                 ..ConnectionLimits::default()
             },
             max_streams_per_connection: self.max_streams_per_connection,

@@ -1,6 +1,7 @@
 //! The accept loop: what a connection may cost before it is any use. At most
 //! `max_connections` are open at once (more wait in the kernel's backlog); one that does
-//! not send the HTTP/2 preface within `handshake_timeout` is closed; an accept error such
+//! not send the HTTP/2 preface within `handshake_timeout` is closed, and so is one with no
+//! call in flight for `idle_timeout` ([`super::idle`] counts them); an accept error such
 //! as running out of file descriptors is logged and backed off from instead of retried in
 //! a busy loop (tonic's own loop retries at once and logs at trace level).
 
@@ -14,7 +15,9 @@ use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
+
+use super::idle::{Activity, ConnectionInfo};
 
 /// Limits on connections.
 #[derive(Debug, Clone)]
@@ -23,8 +26,14 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// How long a new connection has to send the HTTP/2 preface.
     pub handshake_timeout: Duration,
+    /// How long a connection may stay open with no call in flight.
+    pub idle_timeout: Duration,
     /// Idle time before TCP keepalive probes start (dead peers are dropped).
     pub tcp_keepalive: Duration,
+    /// How often an HTTP/2 PING checks a quiet connection, and how long its answer may
+    /// take before the connection is dropped as dead.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -32,7 +41,10 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: default_max_connections(),
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
             tcp_keepalive: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -127,12 +139,16 @@ impl Backoff {
 }
 
 /// An accepted connection: holds its slot until it closes, and fails its reads if the
-/// handshake does not arrive in time.
+/// handshake does not arrive in time or it stays idle too long.
 pub struct Connection {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
     /// Until the preface has arrived: the deadline, and bytes read so far.
     handshake: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    /// Wakes the connection when it may have been idle for `idle_timeout`.
+    idle_check: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Connection {
@@ -147,15 +163,40 @@ impl Connection {
             stream,
             _slot: slot,
             handshake: Some((deadline, 0)),
+            activity: Activity::new(),
+            idle_timeout: limits.idle_timeout,
+            idle_check: Box::pin(tokio::time::sleep(limits.idle_timeout)),
         }
+    }
+
+    /// While a read waits: whether the connection has been idle too long; otherwise the
+    /// idle check is armed for the moment it could be.
+    fn idle_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        let now = tokio::time::Instant::now();
+        let due = match self.activity.idle_since() {
+            Some(since) if now >= since + self.idle_timeout => return true,
+            Some(since) => since + self.idle_timeout,
+            None => now + self.idle_timeout,
+        };
+        if self.idle_check.deadline() != due {
+            self.idle_check.as_mut().reset(due);
+        }
+        // Registers the wake-up; if it is already due, look again at once.
+        if self.idle_check.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+        false
     }
 }
 
 impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            tcp: self.stream.connect_info(),
+            activity: self.activity.clone(),
+        }
     }
 }
 
@@ -169,6 +210,12 @@ impl AsyncRead for Connection {
         let this = &mut *self;
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
         let Some((deadline, seen)) = &mut this.handshake else {
+            if read.is_pending() && this.idle_too_long(cx) {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no call in flight within the idle timeout",
+                )));
+            }
             return read;
         };
         *seen += buf.filled().len() - before;

@@ -6,9 +6,10 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::TestServer;
 use common::process::Process;
+use common::{TestServer, request};
 use serde_json::{Value, json};
+use spindle::pb;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -301,4 +302,33 @@ async fn watch_resumes_after_a_server_restart() {
         "ran, was requeued at shutdown, ran again: {events:?}"
     );
     assert_eq!(events.last().unwrap()["finished"]["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_follows_pages_that_end_early_for_their_size() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    for i in 0..20 {
+        let payload = format!("{i}{}", "x".repeat(250_000));
+        let req = pb::SubmitRequest {
+            delay: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            ..request("demo.noop", serde_json::json!({ "payload": payload }))
+        };
+        client.submit(req).await.expect("Submit");
+    }
+    let first = client
+        .list_jobs(pb::ListJobsRequest {
+            page_size: 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.jobs.len() < 20, "the first page is cut by size");
+    let out = spindle(&url(&server), &["jobs", "--limit", "20", "--json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(json_lines(&out.stdout).len(), 20);
 }

@@ -212,18 +212,30 @@ pub async fn jobs(
                 .ok_or_else(|| CliError::Usage(format!("--state {name:?} is not a job state")))?
         }
     };
-    let request = pb::ListJobsRequest {
-        state: state as i32,
-        kind: a.kind.clone().unwrap_or_default(),
-        queue: a.queue.clone().unwrap_or_default(),
-        page_size: a.limit,
-        ..Default::default()
-    };
-    let page = client
-        .list_jobs(request)
-        .await
-        .map_err(|s| CliError::rpc(s, server, None))?;
-    Ok(page.into_inner().jobs)
+    // A page may end early (it is bounded by bytes too): follow pages up to the limit.
+    let mut jobs = Vec::new();
+    let mut page_token = String::new();
+    while jobs.len() < a.limit as usize {
+        let request = pb::ListJobsRequest {
+            state: state as i32,
+            kind: a.kind.clone().unwrap_or_default(),
+            queue: a.queue.clone().unwrap_or_default(),
+            page_size: a.limit - jobs.len() as u32,
+            page_token,
+            ..Default::default()
+        };
+        let page = client
+            .list_jobs(request)
+            .await
+            .map_err(|s| CliError::rpc(s, server, None))?
+            .into_inner();
+        jobs.extend(page.jobs);
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    Ok(jobs)
 }
 
 /// `spindle kinds`.

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 use spindle::api::convert::json_to_struct;
-use spindle::engine::job::{EventData, Job, JobSpec, RetryPolicy};
 use spindle::engine::{Engine, EngineConfig};
+use spindle::model::job::{EventData, Job, JobSpec, RetryPolicy};
 use spindle::pb;
 use spindle::pb::job_service_client::JobServiceClient;
 use spindle::server::{ServeConfig, Spindle, StoreConfig};

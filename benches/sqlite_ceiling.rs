@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// 100 calls of `SqliteStore::insert_many` with 1,000 `demo.noop` jobs each.
 fn spindle_store() -> f64 {
-    use spindle::engine::job::{EventData, Job, JobSpec, RetryPolicy};
+    use spindle::model::job::{EventData, Job, JobSpec, RetryPolicy};
     use spindle::store::{SqliteStore, Store};
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path()).expect("open");

@@ -20,12 +20,13 @@ pub mod cli;
 pub mod engine;
 pub mod exec;
 pub mod jobs;
+pub mod model;
 pub mod pb;
 pub mod server;
 pub mod store;
 pub mod telemetry;
 
-pub use engine::job::{JobId, JobState, Progress};
 pub use exec::{HandlerError, JobContext, JobResult};
 pub use jobs::registry::{ArgsError, JobKind};
+pub use model::job::{JobId, JobState, Progress};
 pub use server::{ServeConfig, Spindle};

@@ -11,9 +11,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 use spindle::HandlerError;
-use spindle::engine::job::{EventData, FailureKind, Job, JobId, JobSpec, JobState, RetryPolicy};
 use spindle::engine::{Engine, EngineConfig, EngineError};
 use spindle::jobs::registry::{JobKind, Registry};
+use spindle::model::job::{EventData, FailureKind, Job, JobId, JobSpec, JobState, RetryPolicy};
 use spindle::store::{MemoryStore, Store};
 
 /// Args of the test kinds.

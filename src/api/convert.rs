@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value as Json;
 
-use crate::engine::job::{JobId, JobSpec, JobState, RetryPolicy};
 use crate::jobs::registry::FieldViolation;
+use crate::model::job::{JobId, JobSpec, JobState, RetryPolicy};
 use crate::pb;
 use crate::store::ListQuery;
 
@@ -72,7 +72,7 @@ pub fn submit_spec(
         }
     };
     let queue = if req.queue.is_empty() {
-        crate::engine::job::DEFAULT_QUEUE.to_string()
+        crate::model::job::DEFAULT_QUEUE.to_string()
     } else {
         req.queue
     };

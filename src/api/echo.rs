@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::JobEventStream;
 use super::fanout::Rooms;
-use crate::engine::job::{Job, JobSpec, RetryPolicy};
+use crate::model::job::{Job, JobSpec, RetryPolicy};
 use crate::pb;
 use crate::pb::bench_server::Bench;
 

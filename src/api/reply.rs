@@ -6,11 +6,11 @@ use serde_json::Value as Json;
 
 use super::json::{json_to_struct, json_to_value};
 use crate::engine::Stats;
-use crate::engine::job::{
+use crate::jobs::registry::JobKind;
+use crate::model::job::{
     AttemptFailure, Event, EventData, Failure, FailureKind, Job, JobId, JobState, Pool, Progress,
     RetryPolicy,
 };
-use crate::jobs::registry::JobKind;
 use crate::pb;
 
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::job::{Job, Pool};
 use super::run::{self, RunControl};
 use super::{Engine, pool_index};
+use crate::model::job::{Job, Pool};
 
 impl Engine {
     /// Gives jobs of one pool to that pool as slots free up, in queue order.

@@ -1,7 +1,7 @@
 //! The engine's errors. The API edge maps each to a gRPC status, once.
 
-use crate::engine::job::{JobId, JobState};
 use crate::jobs::registry::{ArgsError, FieldViolation};
+use crate::model::job::{JobId, JobState};
 use crate::store::StoreError;
 
 /// What an engine operation can fail with.

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 use super::Engine;
-use super::job::{Event, EventData, JobId, whole_millis};
+use crate::model::job::{Event, EventData, JobId, whole_millis};
 
 /// A non-terminal job as its watchers see it.
 #[derive(Debug)]
@@ -189,7 +189,7 @@ impl LiveLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::job::{JobState, Progress};
+    use crate::model::job::{JobState, Progress};
 
     fn progress(done: u64) -> EventData {
         EventData::Progress(Progress::counted(done, 10))

@@ -9,10 +9,8 @@
 //! start-up the engine rebuilds its queues from the store's unfinished jobs.
 
 pub mod clock;
-mod compact;
 mod dispatch;
 pub mod error;
-pub mod job;
 mod live;
 mod queue;
 mod report;
@@ -38,9 +36,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::exec::{CpuPool, Executor};
 use crate::jobs::registry::Registry;
+use crate::model::job::{EventData, Failure, FailureKind, Job, JobId, JobState, Pool};
 use crate::store::{ListQuery, Store};
 use clock::Clock;
-use job::{EventData, Failure, FailureKind, Job, JobId, JobState, Pool};
 use live::Live;
 use queue::{DelaySet, PoolQueues};
 use run::{RunControl, StopReason};

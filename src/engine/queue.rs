@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::SystemTime;
 
-use crate::engine::job::{Job, JobId};
+use crate::model::job::{Job, JobId};
 
 /// Orders by priority (higher first), then by arrival.
 type Key = (Reverse<i32>, u64);
@@ -130,7 +130,7 @@ impl DelaySet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::job::{JobSpec, RetryPolicy};
+    use crate::model::job::{JobSpec, RetryPolicy};
     use std::time::Duration;
 
     fn job(queue: &str, priority: i32) -> Job {

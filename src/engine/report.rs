@@ -10,8 +10,8 @@
 use std::time::{Duration, SystemTime};
 
 use super::Engine;
-use super::job::{EventData, JobId, Progress};
 use crate::exec::JobContext;
+use crate::model::job::{EventData, JobId, Progress};
 
 /// How many progress seqs shown to watchers may wait for a store write (one more is
 /// shown as a write starts). It bounds how far the live log can run ahead of the

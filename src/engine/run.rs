@@ -14,10 +14,10 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::job::{AttemptFailure, Failure, FailureKind, Job, JobId, JobState};
 use super::report::Reporter;
 use super::{Engine, EngineError};
 use crate::exec::{HandlerError, JobContext, RunOutcome};
+use crate::model::job::{AttemptFailure, Failure, FailureKind, Job, JobId, JobState};
 
 /// Why a running job was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

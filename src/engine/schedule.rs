@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use tokio::time::sleep_until;
 
-use super::job::{AttemptFailure, Job, JobState};
 use super::report::LIVE_AHEAD;
 use super::{Engine, EngineError, interrupted};
+use crate::model::job::{AttemptFailure, Job, JobState};
 
 /// How soon a promotion that failed to store is tried again.
 const PROMOTE_RETRY: Duration = Duration::from_secs(1);

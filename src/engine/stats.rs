@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use super::Engine;
-use super::job::JobState;
+use crate::model::job::JobState;
 
 /// Totals since the engine started.
 #[derive(Debug, Default)]

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::job::{EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState};
 use super::queue::Place;
 use super::run::StopReason;
 use super::{Engine, EngineError};
 use crate::jobs::registry::FieldViolation;
+use crate::model::job::{EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState};
 use crate::store::Inserted;
 
 /// How long Cancel waits for a running job to stop before it answers anyway.

@@ -15,9 +15,9 @@ use std::sync::atomic::Ordering;
 use futures_util::Stream;
 use tokio::sync::watch;
 
-use super::job::{Event, JobId};
 use super::live::LiveLog;
 use super::{Engine, EngineError};
+use crate::model::job::{Event, JobId};
 
 /// Events read from the store per batch; bounds a watcher's memory.
 const BATCH: usize = 256;

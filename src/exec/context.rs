@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::engine::job::{EventData, JobId, Progress};
+use crate::model::job::{EventData, JobId, Progress};
 
 /// Log lines kept per attempt; later lines are dropped, and one line says so.
 pub const MAX_LOG_LINES: usize = 10_000;

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use super::egress::{EgressPolicy, EgressRefused, PolicyResolver};
 use super::registry::{ArgsError, JobKind};
-use crate::engine::job::Progress;
 use crate::exec::{HandlerError, JobContext, JobResult};
+use crate::model::job::Progress;
 
 /// The most body bytes kept in the result.
 pub const MAX_BODY: usize = 64 * 1024;

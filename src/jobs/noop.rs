@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::registry::{ArgsError, JobKind};
-use crate::engine::job::Progress;
 use crate::exec::{HandlerError, JobContext, JobResult};
+use crate::model::job::Progress;
 
 /// Arguments of `demo.noop`.
 #[derive(Debug, Deserialize, JsonSchema)]

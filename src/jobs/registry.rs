@@ -13,8 +13,8 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::engine::job::{Pool, RetryPolicy};
 use crate::exec::{Handler, JobContext, JobResult};
+use crate::model::job::{Pool, RetryPolicy};
 
 /// What a kind's args must be: deserializable and describable as a JSON schema.
 pub trait JobArgs: DeserializeOwned + JsonSchema + Send + 'static {}

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::registry::{ArgsError, JobKind};
-use crate::engine::job::Progress;
 use crate::exec::{HandlerError, JobContext, JobResult};
+use crate::model::job::Progress;
 
 /// The longest sleep accepted: a day.
 const MAX_SECONDS: f64 = 86_400.0;

@@ -15,8 +15,8 @@ use serde_json::json;
 
 use super::files::FilesDir;
 use super::registry::{ArgsError, JobKind};
-use crate::engine::job::Progress;
 use crate::exec::{HandlerError, JobContext, JobResult};
+use crate::model::job::Progress;
 
 const MAX_SIDE: u32 = 10_000;
 /// The most memory one decode may allocate: a 16-megapixel RGBA image. A job holds its

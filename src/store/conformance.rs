@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{Inserted, ListQuery, MemoryStore, SqliteStore, Store, StoreError};
-use crate::engine::job::{EventData, Job, JobSpec, JobState, Progress, RetryPolicy};
+use crate::model::job::{EventData, Job, JobSpec, JobState, Progress, RetryPolicy};
 
 fn job() -> Job {
     let spec = JobSpec::new("demo.sleep", serde_json::json!({"seconds": 1}));
@@ -56,7 +56,7 @@ async fn progress_is_coalesced_but_state_changes_are_kept() {
         assert_eq!(stored.last_seq, 6);
         let tail = store.events_after(job.id, 3, 1).await.unwrap().unwrap();
         assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
-        let unknown = crate::engine::job::JobId::new();
+        let unknown = crate::model::job::JobId::new();
         assert!(store.events_after(unknown, 0, 10).await.unwrap().is_none());
         assert!(matches!(
             store.append(unknown, 0, &[progress(1)], now).await,

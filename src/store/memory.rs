@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{Inserted, ListQuery, Page, Store, StoreError};
-use crate::engine::job::{Event, EventData, Job, JobId, JobState, Progress, whole_millis};
+use crate::model::job::{Event, EventData, Job, JobId, JobState, Progress, whole_millis};
 
 /// Jobs and their logs in process memory.
 #[derive(Debug, Default)]

@@ -25,7 +25,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::engine::job::{Event, EventData, Job, JobId, JobState};
+use crate::model::job::{Event, EventData, Job, JobId, JobState};
 
 /// What a store can fail with.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-use spindle::engine::job::{Event, EventData, Job, JobId};
+use spindle::model::job::{Event, EventData, Job, JobId};
 use spindle::store::{Inserted, ListQuery, Page, SqliteStore, Store, StoreError};
 
 pub struct FaultyStore {

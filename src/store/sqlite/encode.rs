@@ -4,7 +4,7 @@
 //! time on SQLite, not on JSON.
 
 use super::ms;
-use crate::engine::job::{EventData, Job, JobId, JobState};
+use crate::model::job::{EventData, Job, JobId, JobState};
 use crate::store::StoreError;
 
 /// A job as its row holds it.

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{Inserted, ListQuery, Page, Store, StoreError};
-use crate::engine::job::{Event, EventData, Job, JobId, Progress};
+use crate::model::job::{Event, EventData, Job, JobId, Progress};
 use encode::EncodedJob;
 use writer::{Answer, Op, Reply};
 

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::encode::{EncodedEvent, EncodedJob};
 use super::{id_blob, ms};
-use crate::engine::job::{JobId, JobState};
+use crate::model::job::{JobId, JobState};
 use crate::store::{Inserted, StoreError};
 
 /// The most requests one transaction carries.

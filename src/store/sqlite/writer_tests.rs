@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::encode::{self, EncodedJob};
 use super::writer::{self, Answer, Op};
-use crate::engine::job::{EventData, Job, JobSpec, JobState, RetryPolicy};
+use crate::model::job::{EventData, Job, JobSpec, JobState, RetryPolicy};
 use crate::store::{Inserted, StoreError};
 
 fn insert(job: &Job, events: &[EventData], at: SystemTime) -> Op {

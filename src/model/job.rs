@@ -1,4 +1,4 @@
-//! The job as the engine sees it: ids, states, the validated spec a client submitted, the
+//! The job as every layer sees it: ids, states, the validated spec a client submitted, the
 //! record the store keeps, and the events of a job's log. Nothing here knows about protobuf.
 
 use std::collections::BTreeMap;

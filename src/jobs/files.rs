@@ -97,20 +97,13 @@ impl FilesDir {
     /// Checks that `path` can be written: its directory exists beneath the root, and it is
     /// not a directory. Nothing is created.
     pub fn check_output(&self, field: &str, path: &str) -> Result<(), ArgsError> {
-        let (dir, name) = self.output_dir(field, path)?;
-        match rustix::fs::statat(&dir, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
-                Err(ArgsError::invalid(field, "names a directory"))
-            }
-            _ => Ok(()),
-        }
+        self.output_target(field, path).map(drop)
     }
 
     /// Creates a new temporary file beside `path` (exclusively: nothing already there,
     /// symlink or not, is opened), to be renamed into place by [`Output::persist`].
     pub fn output(&self, field: &str, path: &str, tag: &str) -> Result<Output, ArgsError> {
-        self.check_output(field, path)?;
-        let (dir, name) = self.output_dir(field, path)?;
+        let (dir, name) = self.output_target(field, path)?;
         let temp = format!(".{name}.partial-{tag}-{:016x}", rand_u64());
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
         let mode = Mode::from_raw_mode(0o644);
@@ -122,6 +115,18 @@ impl FilesDir {
             temp,
             name,
         })
+    }
+
+    /// The output's directory (opened beneath the root) and file name, refusing a name
+    /// that is a directory.
+    fn output_target(&self, field: &str, path: &str) -> Result<(OwnedFd, String), ArgsError> {
+        let (dir, name) = self.output_dir(field, path)?;
+        match rustix::fs::statat(&dir, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
+                Err(ArgsError::invalid(field, "names a directory"))
+            }
+            _ => Ok((dir, name)),
+        }
     }
 
     /// The directory an output goes in (opened beneath the root) and its file name.

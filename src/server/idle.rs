@@ -32,8 +32,12 @@ impl Activity {
 
     /// When the connection went idle, or `None` while a call is in flight.
     pub fn idle_since(&self) -> Option<Instant> {
-        let changed = *self.changed.lock().unwrap_or_else(|e| e.into_inner());
-        (self.open.load(Ordering::Acquire) == 0).then_some(changed)
+        // The count first: a call ends by stamping `changed`, then counting down, so a
+        // count of 0 seen here comes with that call's stamp, not an older one.
+        if self.open.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        Some(*self.changed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn begin(self: &Arc<Self>) -> CallGuard {

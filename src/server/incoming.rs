@@ -176,6 +176,8 @@ impl Connection {
         let due = match self.activity.idle_since() {
             Some(since) if now >= since + self.idle_timeout => return true,
             Some(since) => since + self.idle_timeout,
+            // Busy: keep a pending check rather than move the timer on every read.
+            None if self.idle_check.deadline() > now => self.idle_check.deadline(),
             None => now + self.idle_timeout,
         };
         if self.idle_check.deadline() != due {

@@ -109,6 +109,13 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// `requests` answers of one failure: nothing in the batch was stored.
+fn all_failed(requests: usize, why: String) -> Vec<Result<Answer, StoreError>> {
+    tracing::error!(error = %why, "nothing in this batch was stored");
+    let failed = StoreError::Unavailable(why);
+    (0..requests).map(|_| Err(failed.clone())).collect()
+}
+
 /// A request's failure, worded as what happened.
 fn write_failed(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("write failed: {e}"))
@@ -118,7 +125,7 @@ impl Writer {
     /// Applies a batch and says how each request went, in order.
     fn commit(&self, ops: &[Op]) -> Vec<Result<Answer, StoreError>> {
         if let Err(e) = self.cached("BEGIN IMMEDIATE") {
-            return self.fail_all(ops, format!("cannot begin a transaction: {e}"));
+            return all_failed(ops.len(), format!("cannot begin a transaction: {e}"));
         }
         let superseded = superseded(ops);
         let mut carried = Carried::new();
@@ -142,7 +149,7 @@ impl Writer {
     /// alone. Saves are not folded here: each writes its own row update.
     fn commit_one_by_one(&self, ops: &[Op]) -> Vec<Result<Answer, StoreError>> {
         if let Err(e) = self.cached("BEGIN IMMEDIATE") {
-            return self.fail_all(ops, format!("cannot begin a transaction: {e}"));
+            return all_failed(ops.len(), format!("cannot begin a transaction: {e}"));
         }
         let mut carried = Carried::new();
         let mut outcomes = Vec::with_capacity(ops.len());
@@ -165,18 +172,9 @@ impl Writer {
             Ok(()) => outcomes,
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
-                let why = format!("commit failed: {e}");
-                tracing::error!(error = %why, "nothing in this batch was stored");
-                let failed = StoreError::Unavailable(why);
-                outcomes.iter().map(|_| Err(failed.clone())).collect()
+                all_failed(outcomes.len(), format!("commit failed: {e}"))
             }
         }
-    }
-
-    fn fail_all(&self, ops: &[Op], why: String) -> Vec<Result<Answer, StoreError>> {
-        tracing::error!(error = %why, "nothing in this batch was stored");
-        let failed = StoreError::Unavailable(why);
-        ops.iter().map(|_| Err(failed.clone())).collect()
     }
 
     /// Runs a parameterless statement through the statement cache (no parsing each time).

@@ -43,7 +43,7 @@ async fn start(cpu_threads: usize, cpu_nice: i32, durable: bool) -> Bench {
         ..ServeConfig::default()
     };
     config.engine.cpu_threads = cpu_threads;
-    config.engine.cpu_nice = cpu_nice;
+    config.engine.cpu_priority = spindle::exec::CpuPriority::Nice(cpu_nice);
     config.shutdown_grace = Duration::from_secs(1);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

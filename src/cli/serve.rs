@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 
 use crate::engine::EngineConfig;
+use crate::exec::CpuPriority;
 use crate::jobs::egress::{Allow, EgressPolicy};
 use crate::jobs::http::HttpConfig;
 use crate::server::{ConnectionLimits, ServeConfig, StoreConfig};
@@ -36,7 +37,11 @@ pub struct ServeArgs {
     /// Threads in the CPU pool (default: the number of cores).
     #[arg(long, env = "SPINDLE_CPU_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub cpu_threads: Option<u16>,
-    /// How much lower the CPU pool's OS priority is (nice increment; 0 disables).
+    /// How the CPU pool's threads yield to the API: `idle` (Linux SCHED_IDLE: they run only
+    /// when a core is otherwise free) or `nice` (a raised nice value, see --cpu-nice).
+    #[arg(long, env = "SPINDLE_CPU_PRIORITY", default_value = "idle", value_parser = ["idle", "nice"])]
+    pub cpu_priority: String,
+    /// With --cpu-priority nice: how much lower the CPU pool's priority is (0 disables).
     #[arg(long, env = "SPINDLE_CPU_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub cpu_nice: i32,
     /// IO jobs running at once.
@@ -104,7 +109,10 @@ impl ServeArgs {
     /// The server configuration these flags describe.
     pub fn config(&self) -> ServeConfig {
         let mut engine = EngineConfig {
-            cpu_nice: self.cpu_nice,
+            cpu_priority: match self.cpu_priority.as_str() {
+                "nice" => CpuPriority::Nice(self.cpu_nice),
+                _ => CpuPriority::Idle,
+            },
             io_concurrency: self.io_concurrency as usize,
             retention: self.retention,
             queue_limits: self.queue_limits.iter().cloned().collect(),

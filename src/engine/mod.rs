@@ -34,7 +34,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::exec::{CpuPool, Executor};
+use crate::exec::{CpuPool, CpuPriority, Executor};
 use crate::jobs::registry::Registry;
 use crate::model::job::{EventData, Failure, FailureKind, Job, JobId, JobState, Pool};
 use crate::store::{ListQuery, Store};
@@ -51,8 +51,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(300);
 pub struct EngineConfig {
     /// Threads in the CPU pool, and so CPU jobs running at once.
     pub cpu_threads: usize,
-    /// How much lower the CPU pool's OS priority is (nice increment, 0 to 19).
-    pub cpu_nice: i32,
+    /// The OS priority of the CPU pool's threads.
+    pub cpu_priority: CpuPriority,
     /// IO jobs running at once.
     pub io_concurrency: usize,
     /// Jobs of a named queue running at once, across both pools; unlisted queues are
@@ -70,7 +70,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             cpu_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            cpu_nice: 10,
+            cpu_priority: CpuPriority::Idle,
             io_concurrency: 256,
             queue_limits: BTreeMap::new(),
             progress_interval: Duration::from_millis(20),
@@ -143,7 +143,7 @@ impl Engine {
         registry: Registry,
         store: Arc<dyn Store>,
     ) -> Result<Engine, EngineError> {
-        let cpu = CpuPool::new(config.cpu_threads, config.cpu_nice)
+        let cpu = CpuPool::new(config.cpu_threads, config.cpu_priority)
             .map_err(|e| EngineError::CpuPool(e.to_string()))?;
         let slots = |n: usize| PoolSlots {
             slots: Arc::new(Semaphore::new(n.max(1))),

@@ -1,8 +1,9 @@
 //! The CPU pool: a dedicated rayon thread pool for blocking handlers, so CPU work never runs
-//! on a tokio worker thread. Its threads run at a lower OS priority (a per-thread nice), so
-//! when an API thread wakes the kernel preempts CPU jobs instead of making the API wait for
-//! a time slice. Results come back over a oneshot; panics are caught and returned, because
-//! rayon aborts the whole process on a panic nobody catches.
+//! on a tokio worker thread. Its threads run at the lowest OS priority there is: Linux's
+//! SCHED_IDLE by default, so a waking API thread preempts a CPU job at once; under a raised
+//! nice value alone (the alternative) it still waits up to a scheduler tick. Results come
+//! back over a oneshot; panics are caught and returned, because rayon aborts the whole
+//! process on a panic nobody catches.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -20,14 +21,24 @@ pub struct CpuPool {
     pool: rayon::ThreadPool,
 }
 
+/// The OS priority CPU pool threads run at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuPriority {
+    /// Linux's SCHED_IDLE: the thread runs only when nothing else wants the core. Where the
+    /// OS refuses it (or is not Linux), the pool falls back to nice 19 and says so.
+    Idle,
+    /// The normal scheduler with the nice value raised by this much (0 keeps the process's
+    /// priority; 19 is the lowest).
+    Nice(i32),
+}
+
 impl CpuPool {
-    /// A pool of `threads` threads whose nice value is raised by `nice` (0 keeps the
-    /// process's priority; 19 is the lowest).
-    pub fn new(threads: usize, nice: i32) -> Result<Self, rayon::ThreadPoolBuildError> {
+    /// A pool of `threads` threads running at `priority`.
+    pub fn new(threads: usize, priority: CpuPriority) -> Result<Self, rayon::ThreadPoolBuildError> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("spindle-cpu-{i}"))
-            .start_handler(move |_| lower_priority(nice))
+            .start_handler(move |i| lower_priority(priority, i == 0))
             .build()?;
         Ok(CpuPool { pool })
     }
@@ -66,18 +77,67 @@ pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
-/// Raises this thread's nice value. On Linux a thread id names one thread for
-/// setpriority, so this leaves the rest of the process alone.
-fn lower_priority(nice: i32) {
+/// Lowers this thread's priority. On Linux a thread id names one thread for
+/// setpriority and sched_setscheduler, so this leaves the rest of the process alone. Only
+/// the first thread reports a refusal: the others meet the same one.
+fn lower_priority(priority: CpuPriority, report: bool) {
+    let nice = match priority {
+        CpuPriority::Nice(nice) => nice,
+        CpuPriority::Idle => match sched_idle::enter() {
+            Ok(()) => return,
+            Err(e) => {
+                if report {
+                    tracing::warn!(
+                        error = %e,
+                        "the OS refused SCHED_IDLE for the CPU pool; its threads run at nice 19 \
+                         instead, so API calls may wait up to a scheduler tick behind CPU jobs"
+                    );
+                }
+                19
+            }
+        },
+    };
     if nice <= 0 {
         return;
     }
     #[cfg(target_os = "linux")]
     {
         let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice.min(19)) {
+        let outcome = rustix::process::setpriority_process(Some(tid), nice.min(19));
+        if let (Err(e), true) = (outcome, report) {
             tracing::warn!(error = %e, "could not lower the CPU pool's thread priority");
         }
+    }
+}
+
+/// SCHED_IDLE for the calling thread. rustix does not wrap sched_setscheduler, so this is
+/// the crate's one call through libc.
+mod sched_idle {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    pub fn enter() -> std::io::Result<()> {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid, initialised sched_param that outlives the call, and
+        // pid 0 names the calling thread; the call reads `param` and writes nothing.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn enter() -> std::io::Result<()> {
+        Err(std::io::Error::other("SCHED_IDLE exists only on Linux"))
+    }
+
+    /// Whether the calling thread runs under SCHED_IDLE.
+    #[cfg(all(test, target_os = "linux"))]
+    #[allow(unsafe_code)]
+    pub fn is_idle() -> bool {
+        // SAFETY: pid 0 names the calling thread; the call only reads scheduler state.
+        unsafe { libc::sched_getscheduler(0) == libc::SCHED_IDLE }
     }
 }
 
@@ -87,7 +147,7 @@ mod tests {
 
     #[tokio::test]
     async fn returns_results_and_catches_panics() {
-        let pool = CpuPool::new(1, 5).unwrap();
+        let pool = CpuPool::new(1, CpuPriority::Nice(5)).unwrap();
         assert_eq!(pool.run(|| 6 * 7).await.unwrap(), 42);
         let err = pool
             .run(|| -> u32 { panic!("boom {}", 1) })
@@ -103,12 +163,20 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn pool_threads_run_at_the_lower_priority() {
-        let pool = CpuPool::new(1, 7).unwrap();
+        let pool = CpuPool::new(1, CpuPriority::Nice(7)).unwrap();
         let base = rustix::process::getpriority_process(None).unwrap();
         let nice = pool
             .run(|| rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap())
             .await
             .unwrap();
         assert_eq!(nice, (base + 7).min(19));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn pool_threads_run_under_sched_idle_by_default() {
+        let pool = CpuPool::new(1, CpuPriority::Idle).unwrap();
+        assert!(pool.run(sched_idle::is_idle).await.unwrap());
+        assert!(!sched_idle::is_idle(), "only the pool's threads change");
     }
 }

@@ -6,7 +6,7 @@ pub mod context;
 pub mod cpu;
 
 pub use context::{HandlerError, JobContext, JobResult};
-pub use cpu::CpuPool;
+pub use cpu::{CpuPool, CpuPriority};
 
 use std::sync::Arc;
 

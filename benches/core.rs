@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde_json::{Value, json};
-use spindle::api::convert::json_to_struct;
 use spindle::engine::Engine;
 use spindle::pb;
 use spindle::pb::job_service_client::JobServiceClient;
+use spindle::pb::json::json_to_struct;
 use spindle::server::{ServeConfig, Spindle, StoreConfig};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;

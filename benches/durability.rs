@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
-use spindle::api::convert::json_to_struct;
 use spindle::engine::{Engine, EngineConfig};
 use spindle::model::job::{EventData, Job, JobSpec, RetryPolicy};
 use spindle::pb;
 use spindle::pb::job_service_client::JobServiceClient;
+use spindle::pb::json::json_to_struct;
 use spindle::server::{ServeConfig, Spindle, StoreConfig};
 use spindle::store::{SqliteStore, Store};
 use tokio::sync::oneshot;

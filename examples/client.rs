@@ -5,9 +5,9 @@
 //! Run, with a server up: `cargo run --example client` (SPINDLE_SERVER picks another server).
 
 use serde_json::json;
-use spindle::api::convert::{json_to_struct, value_to_json};
 use spindle::pb::job_event::Payload;
 use spindle::pb::job_service_client::JobServiceClient;
+use spindle::pb::json::{json_to_struct, value_to_json};
 use spindle::pb::{SubmitRequest, WatchProgressRequest};
 
 #[tokio::main]

@@ -25,7 +25,7 @@ use crate::jobs::files::FilesDir;
 use crate::jobs::http::HttpConfig;
 use crate::jobs::registry::JobKind;
 use crate::pb;
-use crate::pb::bench_server::BenchServer;
+use crate::pb::bench::bench_server::BenchServer;
 use crate::pb::job_service_server::JobServiceServer;
 use crate::store::{MemoryStore, SqliteStore, Store, StoreError};
 pub use incoming::{ConnectionLimits, default_max_connections};
@@ -272,11 +272,20 @@ async fn serve_engine(
     let jobs = JobServiceServer::new(api)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let bench = echo.is_some();
+    // Reflection describes only what is served: Bench is listed only when it runs. The
+    // full google.rpc descriptors go first: the first file registered under a name wins,
+    // and proto/google/rpc holds only the subset Spindle sends.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        if bench {
+            builder.register_encoded_file_descriptor_set(pb::bench::FILE_DESCRIPTOR_SET)
+        } else {
+            builder
+        }
     };
     let stop_accepting = CancellationToken::new();
     let router = Server::builder()
@@ -295,7 +304,14 @@ async fn serve_engine(
     tracing::info!(%addr, "serving spindle.v1.JobService");
 
     tokio::select! {
-        result = &mut server => return result.map_err(ServeError::from),
+        result = &mut server => {
+            // The transport failed under us: no client can reach the engine any more, so
+            // stop it as a shutdown would (running jobs get the grace, the writer flushes).
+            tracing::error!("the transport stopped; shutting the engine down");
+            reporter.set_not_serving::<JobServiceServer<JobApi>>().await;
+            engine.shutdown(grace).await;
+            return result.map_err(ServeError::from);
+        }
         () = shutdown => {}
     }
     tracing::info!("shutting down: no new connections");

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{TestServer, request, state};
+use prost::Message;
 use serde_json::json;
 use spindle::pb;
 use spindle::pb::submit_batch_result::Outcome;
@@ -33,10 +34,27 @@ fn submitted(outcome: &Outcome) -> &pb::SubmittedJob {
     }
 }
 
-fn refused(outcome: &Outcome) -> &pb::SubmitError {
-    match outcome {
+/// A refused job's google.rpc.Status, with the BadRequest violations decoded from its
+/// details as any gRPC library would.
+struct Refusal {
+    code: i32,
+    violations: Vec<tonic_types::pb::bad_request::FieldViolation>,
+}
+
+fn refused(outcome: &Outcome) -> Refusal {
+    let status = match outcome {
         Outcome::Error(e) => e,
         Outcome::Submitted(s) => panic!("accepted: {s:?}"),
+    };
+    let mut violations = Vec::new();
+    for any in &status.details {
+        assert_eq!(any.type_url, "type.googleapis.com/google.rpc.BadRequest");
+        let bad = tonic_types::pb::BadRequest::decode(any.value.as_slice()).expect("BadRequest");
+        violations.extend(bad.field_violations);
+    }
+    Refusal {
+        code: status.code,
+        violations,
     }
 }
 

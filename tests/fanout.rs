@@ -1,4 +1,4 @@
-//! `spindle.v1.Bench/Fanout`, W4's reference: a full room streams every event, numbered
+//! `spindle.bench.v1.Bench/Fanout`, W4's reference: a full room streams every event, numbered
 //! and timestamped, to each subscriber and ends; bad requests are refused field by field.
 
 mod common;
@@ -7,13 +7,13 @@ use std::time::{Duration, SystemTime};
 
 use common::TestServer;
 use spindle::pb;
-use spindle::pb::bench_client::BenchClient;
+use spindle::pb::bench::bench_client::BenchClient;
 use spindle::pb::job_event::Payload;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-fn room(name: &str, subscribers: u32, updates: u32) -> pb::FanoutRequest {
-    pb::FanoutRequest {
+fn room(name: &str, subscribers: u32, updates: u32) -> pb::bench::FanoutRequest {
+    pb::bench::FanoutRequest {
         room: name.into(),
         subscribers,
         updates,
@@ -41,7 +41,7 @@ async fn a_full_room_streams_every_event_to_each_subscriber_then_ends() {
             let mut events = client.fanout(room("r", 3, 20)).await?.into_inner();
             let mut seen = Vec::new();
             while let Some(event) = events.message().await? {
-                seen.push(event);
+                seen.push(event.event.expect("an event"));
             }
             Ok::<_, tonic::Status>(seen)
         }));
@@ -77,7 +77,7 @@ async fn bad_fanout_requests_name_the_field() {
         (room("a", 100_001, 1), "subscribers"),
         (room("a", 1, 0), "updates"),
         (
-            pb::FanoutRequest {
+            pb::bench::FanoutRequest {
                 pause_us: 1_000_001,
                 ..room("a", 1, 1)
             },

@@ -65,6 +65,10 @@ async fn grpcurl_lists_describes_submits_and_watches_through_reflection() {
     ] {
         assert!(out.contains(service), "{out}");
     }
+    assert!(
+        !out.contains("Bench"),
+        "Bench is listed only when served: {out}"
+    );
     let (code, out, _) = run(&bin, &server, &[], &["describe", "spindle.v1.JobService"]).await;
     assert_eq!(code, 0);
     assert!(
@@ -159,4 +163,46 @@ async fn grpcurl_lists_describes_submits_and_watches_through_reflection() {
     .await;
     assert_eq!(code, 0);
     assert!(out.contains("SERVING"));
+}
+
+#[tokio::test]
+async fn bench_is_listed_when_served_and_batch_refusals_decode_as_google_rpc_status() {
+    let Some(bin) = grpcurl() else { return };
+    let server = TestServer::start_with(|c| c.bench_echo = true, |s| s).await;
+    let (code, out, err) = run(&bin, &server, &[], &["list"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("spindle.bench.v1.Bench"), "{out}");
+    let echo = r#"{"submit":{"kind":"demo.noop"}}"#;
+    let (code, out, err) = run(
+        &bin,
+        &server,
+        &["-d", echo],
+        &["spindle.bench.v1.Bench/Echo"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("JOB_STATE_QUEUED"), "{out}");
+
+    // grpcurl decodes the Any in the result only if it knows google.rpc.BadRequest:
+    // reflection must describe it.
+    let batch = r#"{"jobs":[{"kind":"demo.sleep","args":{"seconds":"soon"}}]}"#;
+    let (code, out, err) = run(
+        &bin,
+        &server,
+        &["-d", batch],
+        &["spindle.v1.JobService/SubmitBatch"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let result = &json_objects(&out)[0]["results"][0]["error"];
+    assert_eq!(result["code"], 3, "{out}");
+    let detail = &result["details"][0];
+    assert_eq!(
+        detail["@type"], "type.googleapis.com/google.rpc.BadRequest",
+        "{out}"
+    );
+    assert_eq!(
+        detail["fieldViolations"][0]["field"], "args.seconds",
+        "{out}"
+    );
 }

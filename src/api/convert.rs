@@ -8,13 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value as Json;
 
-use crate::jobs::registry::FieldViolation;
 use crate::model::job::{JobId, JobSpec, JobState, RetryPolicy};
+use crate::model::violation::FieldViolation;
 use crate::pb;
 use crate::store::ListQuery;
 
-pub use super::json::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 pub use super::reply::{event_to_pb, job_to_pb, kind_to_pb, state_to_pb, stats_to_pb};
+pub use crate::pb::json::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 
 const MAX_QUEUE_NAME: usize = 64;
 const MAX_LABELS: usize = 32;

@@ -1,4 +1,4 @@
-//! `spindle.v1.Bench/Fanout`: W4's reference. Subscribers that name the same room share one
+//! `spindle.bench.v1.Bench/Fanout`: W4's reference. Subscribers that name the same room share one
 //! publisher, which sends numbered progress events at a fixed pace through a tokio `watch`
 //! channel once they have all joined; each subscriber streams the newest event whenever it
 //! changes, as WatchProgress does. What is left is the RPC layer's cost of fanning events
@@ -13,11 +13,16 @@ use futures_util::stream;
 use tokio::sync::watch;
 use tonic::Status;
 
-use super::JobEventStream;
 use super::convert::violation;
 use super::status::invalid_field;
 use crate::pb;
+use crate::pb::bench::{FanoutEvent, FanoutRequest};
 use crate::pb::job_event::Payload;
+use futures_util::Stream;
+use std::pin::Pin;
+
+/// The stream Fanout answers with.
+pub type FanoutStream = Pin<Box<dyn Stream<Item = Result<FanoutEvent, Status>> + Send>>;
 
 /// How long a full room waits before publishing, so every subscriber's stream is open.
 const START_DELAY: Duration = Duration::from_millis(100);
@@ -48,7 +53,7 @@ pub struct Rooms {
 impl Rooms {
     /// Joins `req.room` and returns the subscriber's stream; the call that fills the room
     /// starts its publisher.
-    pub fn join(&self, req: pb::FanoutRequest) -> Result<JobEventStream, Status> {
+    pub fn join(&self, req: FanoutRequest) -> Result<FanoutStream, Status> {
         check(&req)?;
         let total = req.updates;
         let latest = {
@@ -94,7 +99,7 @@ impl Rooms {
     }
 }
 
-fn check(req: &pb::FanoutRequest) -> Result<(), Status> {
+fn check(req: &FanoutRequest) -> Result<(), Status> {
     let bad = if req.room.is_empty() {
         Some(violation("room", "must not be empty"))
     } else if !(1..=MAX_SUBSCRIBERS).contains(&req.subscribers) {
@@ -129,8 +134,8 @@ async fn publish(latest: watch::Sender<Published>, updates: u32, pause: Duration
     }
 }
 
-fn event(published: Published, total: u32) -> pb::JobEvent {
-    pb::JobEvent {
+fn event(published: Published, total: u32) -> FanoutEvent {
+    let event = pb::JobEvent {
         job_id: String::new(),
         seq: u64::from(published.done),
         at: Some(published.at.into()),
@@ -140,5 +145,6 @@ fn event(published: Published, total: u32) -> pb::JobEvent {
             total: u64::from(total),
             message: String::new(),
         })),
-    }
+    };
+    FanoutEvent { event: Some(event) }
 }

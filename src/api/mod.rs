@@ -5,7 +5,6 @@
 pub mod convert;
 pub mod echo;
 pub mod fanout;
-pub mod json;
 pub mod reply;
 pub mod status;
 
@@ -15,7 +14,7 @@ use futures_util::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
 use crate::engine::{Engine, EngineError};
-use crate::jobs::registry::FieldViolation;
+use crate::model::violation::FieldViolation;
 use crate::pb;
 use crate::pb::job_service_server::JobService;
 

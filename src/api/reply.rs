@@ -4,7 +4,6 @@ use std::time::SystemTime;
 
 use serde_json::Value as Json;
 
-use super::json::{json_to_struct, json_to_value};
 use crate::engine::Stats;
 use crate::jobs::registry::JobKind;
 use crate::model::job::{
@@ -12,6 +11,7 @@ use crate::model::job::{
     RetryPolicy,
 };
 use crate::pb;
+use crate::pb::json::{json_to_struct, json_to_value};
 
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     t.into()

@@ -2,11 +2,13 @@
 //! google.rpc.BadRequest field violations and are not logged; internal faults get a generic
 //! message and are logged once, here.
 
+use prost::Message;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::engine::EngineError;
-use crate::jobs::registry::{ArgsErrorKind, FieldViolation};
+use crate::jobs::registry::ArgsErrorKind;
+use crate::model::violation::FieldViolation;
 use crate::pb;
 use crate::store::StoreError;
 
@@ -116,26 +118,18 @@ pub fn batch_result(
     }
 }
 
-/// A refused job of a batch, mapped exactly as a refused Submit is.
+/// A refused job of a batch, mapped exactly as a refused Submit is, as the google.rpc.Status
+/// the refusal would have carried in its trailer.
 pub fn batch_error(error: EngineError) -> pb::SubmitBatchResult {
     let status = Status::from(error);
-    let violations = status
-        .get_details_bad_request()
-        .map(|bad| {
-            bad.field_violations
-                .into_iter()
-                .map(|v| pb::FieldViolation {
-                    field: v.field,
-                    description: v.description,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let details = tonic_types::pb::Status::decode(status.details()).unwrap_or_default();
     pb::SubmitBatchResult {
-        outcome: Some(pb::submit_batch_result::Outcome::Error(pb::SubmitError {
-            code: status.code() as i32,
-            message: status.message().to_string(),
-            violations,
-        })),
+        outcome: Some(pb::submit_batch_result::Outcome::Error(
+            tonic_types::pb::Status {
+                code: status.code() as i32,
+                message: status.message().to_string(),
+                details: details.details,
+            },
+        )),
     }
 }

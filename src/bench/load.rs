@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::api::convert::json_to_struct;
 use crate::pb;
+use crate::pb::json::json_to_struct;
 
 /// Connections to open for `concurrency` client tasks: HTTP/2 multiplexes, but one
 /// connection is driven by one task on each side, so a few spread the load over cores.

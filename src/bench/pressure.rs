@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::api::convert::json_to_struct;
 use crate::pb;
 use crate::pb::job_service_client::JobServiceClient;
+use crate::pb::json::json_to_struct;
 
 use super::Sizes;
 use super::load::{Percentiles, err, micros, noop_request};

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::api::convert::{json_to_struct, value_to_json};
+use crate::pb::json::{json_to_struct, value_to_json};
+use futures_util::{Stream, StreamExt};
+
 use crate::pb;
-use crate::pb::bench_client::BenchClient;
+use crate::pb::bench::bench_client::BenchClient;
+use crate::pb::bench::{FanoutEvent, FanoutRequest};
 use crate::pb::job_event::Payload;
 use crate::pb::job_service_client::JobServiceClient;
 
@@ -37,17 +40,21 @@ async fn follow(channel: Channel, id: String) -> Result<Seen, tonic::Status> {
     collect(events).await
 }
 
-async fn subscribe(channel: Channel, request: pb::FanoutRequest) -> Result<Seen, tonic::Status> {
+async fn subscribe(channel: Channel, request: FanoutRequest) -> Result<Seen, tonic::Status> {
     let events = BenchClient::new(channel)
         .fanout(request)
         .await?
-        .into_inner();
+        .into_inner()
+        .map(|item| item.map(|e: FanoutEvent| e.event.unwrap_or_default()));
     collect(events).await
 }
 
-async fn collect(mut events: tonic::Streaming<pb::JobEvent>) -> Result<Seen, tonic::Status> {
+async fn collect(
+    events: impl Stream<Item = Result<pb::JobEvent, tonic::Status>>,
+) -> Result<Seen, tonic::Status> {
     let mut seen = Vec::new();
-    while let Some(event) = events.message().await? {
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await.transpose()? {
         let received = unix_us(SystemTime::now());
         match event.payload {
             Some(Payload::Progress(p)) => {
@@ -182,7 +189,7 @@ async fn limit_round(
     watchers: usize,
 ) -> Result<Vec<Figure>, String> {
     let channels = target.connect(watchers.clamp(1, 100)).await.map_err(err)?;
-    let request = pb::FanoutRequest {
+    let request = FanoutRequest {
         room: format!("w4-{}", uuid::Uuid::now_v7()),
         subscribers: u32::try_from(watchers).map_err(err)?,
         updates,

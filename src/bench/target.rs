@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::engine::Engine;
-use crate::pb::bench_client::BenchClient;
+use crate::pb::bench::bench_client::BenchClient;
 use crate::pb::job_service_client::JobServiceClient;
 use crate::server::{ServeConfig, ServeError, Spindle, StoreConfig};
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 use crate::pb;
-use crate::pb::bench_client::BenchClient;
+use crate::pb::bench::EchoRequest;
+use crate::pb::bench::bench_client::BenchClient;
 use crate::pb::job_service_client::JobServiceClient;
 
 use super::Sizes;
@@ -79,7 +80,9 @@ pub(super) async fn submit_rate(
 
 /// Echo throughput at `concurrency`: the same client and stack with no work behind it.
 async fn echo_rate(target: &Target, concurrency: usize, calls: usize) -> Result<f64, String> {
-    let request = noop_request(true);
+    let request = EchoRequest {
+        submit: Some(noop_request(true)),
+    };
     call_rate(target, concurrency, calls, move |channel| {
         let request = request.clone();
         async move { BenchClient::new(channel).echo(request).await.map(drop) }

@@ -10,9 +10,9 @@ use tonic_types::StatusExt;
 
 use super::render;
 use super::{JobsArgs, StatusArgs, SubmitArgs};
-use crate::api::convert::json_to_struct;
 use crate::pb;
 use crate::pb::job_service_client::JobServiceClient;
+use crate::pb::json::json_to_struct;
 
 /// The generated client over one channel.
 pub type Client = JobServiceClient<Channel>;

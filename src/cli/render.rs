@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
-use crate::api::convert::{struct_to_json, value_to_json};
 use crate::pb;
+use crate::pb::json::{struct_to_json, value_to_json};
 
 fn state_name(state: i32) -> &'static str {
     match pb::JobState::try_from(state).unwrap_or(pb::JobState::Unspecified) {

@@ -1,7 +1,8 @@
 //! The engine's errors. The API edge maps each to a gRPC status, once.
 
-use crate::jobs::registry::{ArgsError, FieldViolation};
+use crate::jobs::registry::ArgsError;
 use crate::model::job::{JobId, JobState};
+use crate::model::violation::FieldViolation;
 use crate::store::StoreError;
 
 /// What an engine operation can fail with.

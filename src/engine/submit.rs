@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use super::queue::Place;
 use super::run::StopReason;
 use super::{Engine, EngineError};
-use crate::jobs::registry::FieldViolation;
 use crate::model::job::{EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState};
+use crate::model::violation::FieldViolation;
 use crate::store::Inserted;
 
 /// How long Cancel waits for a running job to stop before it answers anyway.

@@ -15,18 +15,11 @@ use serde_json::Value;
 
 use crate::exec::{Handler, JobContext, JobResult};
 use crate::model::job::{Pool, RetryPolicy};
+use crate::model::violation::{FieldViolation, describe};
 
 /// What a kind's args must be: deserializable and describable as a JSON schema.
 pub trait JobArgs: DeserializeOwned + JsonSchema + Send + 'static {}
 impl<T: DeserializeOwned + JsonSchema + Send + 'static> JobArgs for T {}
-
-/// One bad field in a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    /// The field's path, e.g. `args.steps`.
-    pub field: String,
-    pub description: String,
-}
 
 /// Whether bad args are malformed or point somewhere they may not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +63,7 @@ impl ArgsError {
     }
 
     fn summary(&self) -> String {
-        let parts: Vec<String> = self
-            .violations
-            .iter()
-            .map(|v| format!("{}: {}", v.field, v.description))
-            .collect();
-        parts.join("; ")
+        describe(&self.violations)
     }
 }
 
@@ -133,8 +121,12 @@ impl std::fmt::Debug for JobKind {
 /// Builds a [`JobKind`] whose args are `A`.
 pub struct KindBuilder<A> {
     kind: JobKind,
+    /// The rules added with `check`, run in order after the args parse.
+    rules: Vec<Rule<A>>,
     _args: PhantomData<fn() -> A>,
 }
+
+type Rule<A> = Box<dyn Fn(&A) -> Result<(), ArgsError> + Send + Sync>;
 
 /// A top-level field of a kind's args, as ListKinds shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +224,7 @@ impl<A: JobArgs> KindBuilder<A> {
         let schema = serde_json::to_value(schemars::schema_for!(A)).unwrap_or(Value::Null);
         let check: Check = Arc::new(|args| parse_args::<A>(args).map(drop));
         KindBuilder {
+            rules: Vec::new(),
             kind: JobKind {
                 name: name.to_string(),
                 description: description.to_string(),
@@ -246,12 +239,13 @@ impl<A: JobArgs> KindBuilder<A> {
         }
     }
 
-    /// Adds a rule the type alone cannot express (ranges, formats), run at Submit.
+    /// Adds a rule the type alone cannot express (ranges, formats), run at Submit after the
+    /// args parse and after the rules added before it; the first refusal answers.
     pub fn check(
         mut self,
         rule: impl Fn(&A) -> Result<(), ArgsError> + Send + Sync + 'static,
     ) -> Self {
-        self.kind.check = Arc::new(move |args| rule(&parse_args::<A>(args)?));
+        self.rules.push(Box::new(rule));
         self
     }
 
@@ -272,7 +266,15 @@ impl<A: JobArgs> KindBuilder<A> {
     }
 
     pub fn build(self) -> JobKind {
-        self.kind
+        let mut kind = self.kind;
+        if !self.rules.is_empty() {
+            let rules = self.rules;
+            kind.check = Arc::new(move |args| {
+                let args = parse_args::<A>(args)?;
+                rules.iter().try_for_each(|rule| rule(&args))
+            });
+        }
+        kind
     }
 }
 
@@ -413,6 +415,28 @@ mod tests {
                 Ok(())
             })
             .build()
+    }
+
+    #[tokio::test]
+    async fn every_added_rule_runs_in_order() {
+        let k = JobKind::cpu("t.two", "two rules", |_, a: Args| Ok(json!(a.count)))
+            .check(|a| match a.count {
+                0 => Err(ArgsError::invalid("count", "must be at least 1")),
+                _ => Ok(()),
+            })
+            .check(|a| match a.count {
+                c if c > 10 => Err(ArgsError::invalid("count", "must be at most 10")),
+                _ => Ok(()),
+            })
+            .build();
+        let low = k.validate(&json!({"count": 0})).await.unwrap_err();
+        assert!(low.to_string().contains("at least 1"), "{low}");
+        let high = k.validate(&json!({"count": 11})).await.unwrap_err();
+        assert!(
+            high.to_string().contains("at most 10"),
+            "the second rule runs: {high}"
+        );
+        assert!(k.validate(&json!({"count": 5})).await.is_ok());
     }
 
     fn field_of(result: Result<(), ArgsError>) -> String {

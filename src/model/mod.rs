@@ -1,6 +1,8 @@
 //! The ground floor: the job model every layer shares (ids, states, specs, records,
-//! events) and the compact serde forms its stored records use. It imports nothing of
+//! events), the compact serde forms its stored records use, and the field violations
+//! requests are refused with. It imports nothing of
 //! Spindle's; store, exec, jobs, engine and api all build on it.
 
 mod compact;
 pub mod job;
+pub mod violation;

@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use spindle::api::convert::json_to_struct;
 use spindle::engine::Engine;
 use spindle::pb;
 use spindle::pb::job_service_client::JobServiceClient;
+use spindle::pb::json::json_to_struct;
 use spindle::server::{ServeConfig, ServeError, Spindle, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from ._proto import pb, pb_grpc
-from .errors import SpindleError, Unavailable, error_for, from_rpc_error
+from .errors import SpindleError, Unavailable, from_rpc_error, from_status
 from .models import Event, Job, Kind, Submitted, state_name, state_value
 
 Seconds = Union[float, int, timedelta]
@@ -265,11 +265,7 @@ def _batch_result(result):
     if result.WhichOneof("outcome") == "submitted":
         s = result.submitted
         return Submitted(s.id, state_name(s.state), s.existing)
-    e = result.error
-    return error_for(_CODES.get(e.code, grpc.StatusCode.UNKNOWN), e.message, e.violations)
-
-
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+    return from_status(result.error)
 
 
 def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:

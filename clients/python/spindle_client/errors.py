@@ -73,12 +73,6 @@ _BY_CODE = {
 }
 
 
-def error_for(code: grpc.StatusCode, message: str, violations=()) -> SpindleError:
-    """The SpindleError subclass for `code`; `violations` are FieldViolation-like."""
-    cls = _BY_CODE.get(code, SpindleError)
-    return cls(code, message, [FieldViolation(v.field, v.description) for v in violations])
-
-
 def from_rpc_error(error: grpc.RpcError) -> SpindleError:
     """Turns a grpc.RpcError into the matching SpindleError, with its field violations."""
     code = error.code()
@@ -88,12 +82,27 @@ def from_rpc_error(error: grpc.RpcError) -> SpindleError:
     except ValueError:  # details that do not match the status: keep code and message
         status = None
     if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                violations += [
-                    FieldViolation(v.field, v.description) for v in bad.field_violations
-                ]
+        violations = _violations(status)
     cls = _BY_CODE.get(code, SpindleError)
     return cls(code, error.details() or "", violations)
+
+
+def from_status(status) -> SpindleError:
+    """The SpindleError for a google.rpc.Status message (a refused job of a batch)."""
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    cls = _BY_CODE.get(code, SpindleError)
+    return cls(code, status.message, _violations(status))
+
+
+def _violations(status) -> list[FieldViolation]:
+    """The BadRequest field violations among a google.rpc.Status's details."""
+    violations = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+    return violations
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}

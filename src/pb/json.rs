@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value as Json};
 
-use super::convert::violation;
-use crate::jobs::registry::FieldViolation;
+use crate::model::violation::FieldViolation;
 
 /// Integers up to 2^53 are exact in a protobuf `double`; show them as JSON integers.
 const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
@@ -33,7 +32,7 @@ pub fn value_to_json(v: prost_types::Value, field: &str) -> Result<Json, FieldVi
         Some(Kind::BoolValue(b)) => Json::Bool(b),
         Some(Kind::StringValue(s)) => Json::String(s),
         Some(Kind::NumberValue(n)) => {
-            number_to_json(n).ok_or_else(|| violation(field, "numbers must be finite"))?
+            number_to_json(n).ok_or_else(|| FieldViolation::new(field, "numbers must be finite"))?
         }
         Some(Kind::StructValue(s)) => Json::Object(struct_to_json(s, field)?),
         Some(Kind::ListValue(list)) => Json::Array(

@@ -3,13 +3,18 @@
 //! CPU jobs on a dedicated rayon pool; jobs are kept in an embedded SQLite database.
 //!
 //! # Layout
-//! - [`api`]: the gRPC surface (`spindle.v1.JobService`), request checks, error mapping.
+//! Imports point down: [`model`] at the ground floor; [`store`], [`exec`] and [`jobs`] on
+//! it; [`engine`] on those; then [`api`], [`server`], [`cli`] and [`bench`].
+//! - [`model`]: the job model every layer shares (ids, states, specs, events, violations).
+//! - [`api`]: the gRPC surface (`spindle.v1.JobService`), request checks, `api::Error`.
 //! - [`engine`]: queues, dispatch, running jobs, event logs and watchers. No tonic here.
 //! - [`exec`]: the executors (tokio tasks, the rayon CPU pool) and the handler context.
 //! - [`store`]: persistence behind the `Store` trait: SQLite (durable, the default) or memory.
 //! - [`jobs`]: the job-kind registry and the built-in kinds.
 //! - [`server`]: assembles everything and runs it with a bounded graceful shutdown.
-//! - [`cli`]: the command line: `serve` and the client commands. [`pb`]: generated code.
+//! - [`cli`]: the command line: `serve` and the client commands.
+//! - [`bench`]: `spindle bench`, the benchmark harness, through the public API only.
+//! - [`pb`]: generated code (`spindle.v1`, `spindle.bench.v1`) and Struct <-> JSON.
 //! - [`telemetry`]: logging setup.
 
 #![deny(unsafe_code)]

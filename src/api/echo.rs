@@ -51,6 +51,6 @@ impl Bench for EchoApi {
         &self,
         request: Request<FanoutRequest>,
     ) -> Result<Response<Self::FanoutStream>, Status> {
-        self.rooms.join(request.into_inner()).map(Response::new)
+        Ok(Response::new(self.rooms.join(request.into_inner())?))
     }
 }

@@ -13,8 +13,8 @@ use futures_util::stream;
 use tokio::sync::watch;
 use tonic::Status;
 
+use super::Error;
 use super::convert::violation;
-use super::status::invalid_field;
 use crate::pb;
 use crate::pb::bench::{FanoutEvent, FanoutRequest};
 use crate::pb::job_event::Payload;
@@ -53,7 +53,7 @@ pub struct Rooms {
 impl Rooms {
     /// Joins `req.room` and returns the subscriber's stream; the call that fills the room
     /// starts its publisher.
-    pub fn join(&self, req: FanoutRequest) -> Result<FanoutStream, Status> {
+    pub fn join(&self, req: FanoutRequest) -> Result<FanoutStream, Error> {
         check(&req)?;
         let total = req.updates;
         let latest = {
@@ -68,10 +68,8 @@ impl Rooms {
             });
             if room.expected != req.subscribers {
                 let expected = room.expected;
-                return Err(invalid_field(violation(
-                    "subscribers",
-                    format!("room {:?} waits for {expected} subscribers", req.room),
-                )));
+                let why = format!("room {:?} waits for {expected} subscribers", req.room);
+                return Err(violation("subscribers", why).into());
             }
             room.joined += 1;
             let latest = room.latest.subscribe();
@@ -99,7 +97,7 @@ impl Rooms {
     }
 }
 
-fn check(req: &FanoutRequest) -> Result<(), Status> {
+fn check(req: &FanoutRequest) -> Result<(), Error> {
     let bad = if req.room.is_empty() {
         Some(violation("room", "must not be empty"))
     } else if !(1..=MAX_SUBSCRIBERS).contains(&req.subscribers) {
@@ -117,7 +115,7 @@ fn check(req: &FanoutRequest) -> Result<(), Status> {
     } else {
         None
     };
-    bad.map_or(Ok(()), |v| Err(invalid_field(v)))
+    bad.map_or(Ok(()), |v| Err(v.into()))
 }
 
 /// Publishes events 1 to `updates`, `pause` apart, as the W4 job reports progress.

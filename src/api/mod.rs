@@ -1,19 +1,22 @@
 //! The gRPC surface: `spindle.v1.JobService` over the engine. Each method converts its
-//! request to domain values ([`convert`]), calls the engine, and maps errors once
-//! ([`status`]). No scheduling logic lives here.
+//! request to domain values ([`convert`]), calls the engine, and answers with [`Error`],
+//! which becomes a `tonic::Status` in one place ([`error`]). No scheduling logic lives
+//! here.
 
 pub mod convert;
 pub mod echo;
+pub mod error;
 pub mod fanout;
 pub mod reply;
-pub mod status;
 
 use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
-use crate::engine::{Engine, EngineError};
+pub use error::Error;
+
+use crate::engine::Engine;
 use crate::model::violation::FieldViolation;
 use crate::pb;
 use crate::pb::job_service_server::JobService;
@@ -52,33 +55,28 @@ impl JobApi {
 /// The stream WatchProgress answers with.
 pub type JobEventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl JobService for JobApi {
-    async fn submit(
-        &self,
-        request: Request<pb::SubmitRequest>,
-    ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let spec = convert::submit_spec(request.into_inner(), self.max_args_bytes)
-            .map_err(|v| Status::from(EngineError::InvalidRequest(v)))?;
+/// Each RPC's work, answering with the API's own [`Error`]; the trait impl below only
+/// unwraps requests and turns errors into statuses.
+impl JobApi {
+    async fn submit_one(&self, request: pb::SubmitRequest) -> Result<pb::SubmitResponse, Error> {
+        let spec = convert::submit_spec(request, self.max_args_bytes)?;
         let submitted = self.engine.submit(spec).await?;
         let job = &submitted.job;
         tracing::debug!(id = %job.id, kind = %job.spec.kind, existing = submitted.existing, "submitted");
-        Ok(Response::new(pb::SubmitResponse {
+        Ok(pb::SubmitResponse {
             job: Some(convert::job_to_pb(job)),
             existing: submitted.existing,
-        }))
+        })
     }
 
-    async fn submit_batch(
+    async fn submit_many(
         &self,
-        request: Request<pb::SubmitBatchRequest>,
-    ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
-        let requests = request.into_inner().jobs;
+        requests: Vec<pb::SubmitRequest>,
+    ) -> Result<pb::SubmitBatchResponse, Error> {
         if requests.is_empty() || requests.len() > MAX_BATCH {
-            return Err(status::invalid_field(FieldViolation {
-                field: "jobs".into(),
-                description: format!("must hold 1 to {MAX_BATCH} jobs, not {}", requests.len()),
-            }));
+            let count = requests.len();
+            let why = format!("must hold 1 to {MAX_BATCH} jobs, not {count}");
+            return Err(FieldViolation::new("jobs", why).into());
         }
         // Requests that do not even parse are answered here; the rest go to the engine.
         let mut results: Vec<Option<pb::SubmitBatchResult>> = Vec::with_capacity(requests.len());
@@ -89,36 +87,82 @@ impl JobService for JobApi {
                     specs.push(spec);
                     results.push(None);
                 }
-                Err(violations) => {
-                    let error = EngineError::InvalidRequest(violations);
-                    results.push(Some(status::batch_error(error)));
-                }
+                Err(violations) => results.push(Some(error::batch_error(violations.into()))),
             }
         }
         let mut submitted = self.engine.submit_many(specs).await?.into_iter();
         let results = results
             .into_iter()
-            .map(|done| done.or_else(|| submitted.next().map(status::batch_result)))
+            .map(|done| {
+                done.or_else(|| {
+                    let outcome = submitted.next()?.map_err(Error::from);
+                    Some(error::batch_result(outcome))
+                })
+            })
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Status::internal("the engine answered fewer jobs than it was given"))?;
+            .ok_or_else(|| Error::Internal("the engine answered fewer jobs than given".into()))?;
         tracing::debug!(jobs = results.len(), "batch submitted");
-        Ok(Response::new(pb::SubmitBatchResponse { results }))
+        Ok(pb::SubmitBatchResponse { results })
+    }
+
+    async fn status(&self, request: pb::GetStatusRequest) -> Result<pb::Job, Error> {
+        let id = convert::job_id("id", &request.id)?;
+        let job = match request.wait {
+            None => self.engine.get(id).await?,
+            Some(wait) => self.engine.get_wait(id, convert::wait(wait)?).await?,
+        };
+        Ok(convert::job_to_pb(&job))
+    }
+
+    async fn watch(&self, request: pb::WatchProgressRequest) -> Result<JobEventStream, Error> {
+        let id = convert::job_id("id", &request.id)?;
+        let events = self.engine.watch(id, request.after_seq).await?;
+        let events = events.map(move |event| match event {
+            Ok(event) => Ok(convert::event_to_pb(id, &event)),
+            Err(e) => Err(Status::from(Error::from(e))),
+        });
+        Ok(Box::pin(events))
+    }
+
+    async fn cancel_job(&self, request: pb::CancelRequest) -> Result<pb::Job, Error> {
+        let id = convert::job_id("id", &request.id)?;
+        let job = self.engine.cancel(id).await?;
+        Ok(convert::job_to_pb(&job))
+    }
+
+    async fn list(&self, request: pb::ListJobsRequest) -> Result<pb::ListJobsResponse, Error> {
+        let query = convert::list_query(request)?;
+        let (jobs, next) = self.engine.list(query).await?;
+        Ok(pb::ListJobsResponse {
+            jobs: jobs.iter().map(convert::job_to_pb).collect(),
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl JobService for JobApi {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        Ok(Response::new(self.submit_one(request.into_inner()).await?))
+    }
+
+    async fn submit_batch(
+        &self,
+        request: Request<pb::SubmitBatchRequest>,
+    ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
+        Ok(Response::new(
+            self.submit_many(request.into_inner().jobs).await?,
+        ))
     }
 
     async fn get_status(
         &self,
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let request = request.into_inner();
-        let id = convert::job_id("id", &request.id).map_err(status::invalid_field)?;
-        let job = match request.wait {
-            None => self.engine.get(id).await?,
-            Some(wait) => {
-                let wait = convert::wait(wait).map_err(status::invalid_field)?;
-                self.engine.get_wait(id, wait).await?
-            }
-        };
-        Ok(Response::new(convert::job_to_pb(&job)))
+        Ok(Response::new(self.status(request.into_inner()).await?))
     }
 
     type WatchProgressStream = JobEventStream;
@@ -127,37 +171,21 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::WatchProgressRequest>,
     ) -> Result<Response<Self::WatchProgressStream>, Status> {
-        let request = request.into_inner();
-        let id = convert::job_id("id", &request.id).map_err(status::invalid_field)?;
-        let events = self.engine.watch(id, request.after_seq).await?;
-        let events = events.map(move |event| match event {
-            Ok(event) => Ok(convert::event_to_pb(id, &event)),
-            Err(e) => Err(Status::from(e)),
-        });
-        Ok(Response::new(Box::pin(events)))
+        Ok(Response::new(self.watch(request.into_inner()).await?))
     }
 
     async fn cancel(
         &self,
         request: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let id = convert::job_id("id", &request.into_inner().id).map_err(status::invalid_field)?;
-        let job = self.engine.cancel(id).await?;
-        Ok(Response::new(convert::job_to_pb(&job)))
+        Ok(Response::new(self.cancel_job(request.into_inner()).await?))
     }
 
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let query = convert::list_query(request.into_inner()).map_err(|v| {
-            status::bad_request(Code::InvalidArgument, "invalid ListJobsRequest", &v)
-        })?;
-        let (jobs, next) = self.engine.list(query).await?;
-        Ok(Response::new(pb::ListJobsResponse {
-            jobs: jobs.iter().map(convert::job_to_pb).collect(),
-            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
-        }))
+        Ok(Response::new(self.list(request.into_inner()).await?))
     }
 
     async fn get_stats(

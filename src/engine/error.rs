@@ -11,9 +11,9 @@ pub enum EngineError {
     /// No kind of that name is registered.
     #[error("unknown job kind {kind:?}; known kinds: {}", known.join(", "))]
     UnknownKind { kind: String, known: Vec<String> },
-    /// The request's fields are malformed.
-    #[error("invalid request: {}", describe(.0))]
-    InvalidRequest(Vec<FieldViolation>),
+    /// A value the model cannot hold (a time before 1970, which the store cannot keep).
+    #[error("{}: {}", .0.field, .0.description)]
+    OutOfRange(FieldViolation),
     /// The kind refused the args.
     #[error("invalid args: {0}")]
     InvalidArgs(#[from] ArgsError),
@@ -41,12 +41,4 @@ pub enum EngineError {
     /// The store failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    let parts: Vec<String> = violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect();
-    parts.join("; ")
 }

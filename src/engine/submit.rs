@@ -92,10 +92,10 @@ impl Engine {
         kind.validate(&spec.args).await?;
         if spec.run_at.is_some_and(|t| t < SystemTime::UNIX_EPOCH) {
             // The store keeps times as time since 1970; the API refuses these first.
-            return Err(EngineError::InvalidRequest(vec![FieldViolation {
-                field: "run_at".into(),
-                description: "must be after 1970-01-01".into(),
-            }]));
+            return Err(EngineError::OutOfRange(FieldViolation::new(
+                "run_at",
+                "must be after 1970-01-01",
+            )));
         }
         if self.shared.stopping.is_cancelled() {
             return Err(EngineError::ShuttingDown);

@@ -2,7 +2,7 @@
 //! creation order) behind one std mutex, held only for short, await-free sections.
 //! Nothing survives a restart; it is for tests and throwaway use.
 //!
-//! A job is kept encoded (its record as JSON, about 400 bytes for a small job) with the
+//! A job is kept encoded (its record as JSON, about 260-270 bytes for a small job) with the
 //! few fields the store reads often beside it, not as a `Job` (560 bytes before its heap
 //! parts: the arguments' map alone takes a 600-byte node). A queue of a million jobs
 //! then fits in well under a gigabyte. Records are encoded outside the lock.

@@ -1,7 +1,8 @@
-//! Durability figures for issue 3, printed, never asserted:
-//! - Submit throughput over gRPC with the durable SQLite store against the memory store
-//!   (same client, same run; jobs are scheduled a day ahead so only the submit is measured);
-//! - how long a restart takes to recover 100,000 queued jobs from the SQLite store.
+//! Recovery, printed, never asserted: how long a restart takes to recover 100,000 queued
+//! jobs from the SQLite store (opening and checking the file, then rebuilding the queues).
+//! It drives the store and the engine directly, with no server: there is nothing to
+//! boot. (Submit throughput durable against memory, which this bench measured once, is
+//! `spindle bench --only W1` now.)
 //!
 //! Run: `cargo bench --bench durability` (SPINDLE_BENCH_RUNS=N repeats; medians).
 
@@ -11,65 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 use spindle::engine::{Engine, EngineConfig};
 use spindle::model::job::{EventData, Job, JobSpec, RetryPolicy};
-use spindle::pb;
-use spindle::pb::job_service_client::JobServiceClient;
-use spindle::pb::json::json_to_struct;
-use spindle::server::{ServeConfig, Spindle, StoreConfig};
 use spindle::store::{SqliteStore, Store};
-use tokio::sync::oneshot;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
-}
-
-/// Jobs per second for `jobs` Submits from `clients` concurrent clients.
-async fn submit_rate(store: StoreConfig, jobs: usize, clients: usize) -> f64 {
-    let files = tempfile::tempdir().unwrap();
-    let config = ServeConfig {
-        store,
-        files_dir: files.path().to_path_buf(),
-        ..ServeConfig::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let prepared = Spindle::new(config).prepare(listener).await.unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(prepared.serve(async move {
-        let _ = stopped.await;
-    }));
-    let args = json_to_struct(json!({"seconds": 0}).as_object().unwrap());
-    let mut tasks = Vec::new();
-    let started = Instant::now();
-    for worker in 0..clients {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = JobServiceClient::new(channel);
-        let args = args.clone();
-        tasks.push(tokio::spawn(async move {
-            for _ in (worker..jobs).step_by(clients) {
-                let request = pb::SubmitRequest {
-                    kind: "demo.sleep".into(),
-                    args: Some(args.clone()),
-                    delay: Some(prost_types::Duration {
-                        seconds: 86_400,
-                        nanos: 0,
-                    }),
-                    ..Default::default()
-                };
-                client.submit(request).await.unwrap();
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let rate = jobs as f64 / started.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    rate
 }
 
 /// Fills a SQLite store with `count` queued jobs; returns its directory.
@@ -136,43 +83,6 @@ async fn main() {
         .unwrap_or(3);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!("machine: {cores} cores; {runs} runs per figure, medians (min..max)\n");
-    println!(
-        "| Submit, 20k jobs, one RPC each | clients | memory store | SQLite store | durable/memory |"
-    );
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    for clients in [1, 16, 256] {
-        let jobs = if clients == 1 { 5_000 } else { 20_000 };
-        let (mut memory, mut sqlite) = (Vec::new(), Vec::new());
-        for _ in 0..runs {
-            memory.push(submit_rate(StoreConfig::Memory, jobs, clients).await);
-            let data = tempfile::tempdir().unwrap();
-            sqlite.push(
-                submit_rate(
-                    StoreConfig::Sqlite {
-                        data_dir: data.path().to_path_buf(),
-                    },
-                    jobs,
-                    clients,
-                )
-                .await,
-            );
-        }
-        let span = |xs: &[f64]| {
-            format!(
-                "{:.0}..{:.0}",
-                xs.iter().cloned().fold(f64::MAX, f64::min),
-                xs.iter().cloned().fold(0.0, f64::max)
-            )
-        };
-        let (m, s) = (median(memory.clone()), median(sqlite.clone()));
-        println!(
-            "| jobs/s | {clients} | {m:.0} ({}) | {s:.0} ({}) | {:.2} |",
-            span(&memory),
-            span(&sqlite),
-            s / m
-        );
-    }
-
     let count = 100_000;
     let dir = fill(count).await;
     let (mut opens, mut recoveries) = (Vec::new(), Vec::new());

@@ -7,6 +7,7 @@
 
 mod idle;
 mod incoming;
+mod local;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use crate::pb::bench::bench_server::BenchServer;
 use crate::pb::job_service_server::JobServiceServer;
 use crate::store::{MemoryStore, SqliteStore, Store, StoreError};
 pub use incoming::{ConnectionLimits, default_max_connections};
+pub use local::LocalServer;
 
 /// The largest request accepted, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -107,6 +109,8 @@ pub enum ServeError {
     Listener(std::io::Error),
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("the server task panicked: {0}")]
+    Panicked(String),
 }
 
 /// A Spindle server: built-in kinds plus any the caller adds.

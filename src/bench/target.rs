@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::engine::Engine;
 use crate::pb::bench::bench_client::BenchClient;
 use crate::pb::job_service_client::JobServiceClient;
-use crate::server::{ServeConfig, ServeError, Spindle, StoreConfig};
+use crate::server::{LocalServer, ServeConfig, Spindle, StoreConfig};
 
 /// Which store an in-process server uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +34,7 @@ pub struct Target {
     pub store: String,
     /// The in-process server's engine, when there is one.
     pub engine: Option<Engine>,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
+    server: Option<LocalServer>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -57,19 +55,11 @@ impl Target {
             bench_echo: true,
             ..ServeConfig::default()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let prepared = Spindle::new(config).prepare(listener).await?;
-        let engine = prepared.engine().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(prepared.serve(async move {
-            let _ = stopped.await;
-        }));
+        let server = Spindle::new(config).start_local().await?;
         Ok(Target {
-            url,
+            url: server.url(),
             store: store.name().into(),
-            engine: Some(engine),
-            stop: Some(stop),
+            engine: Some(server.engine().clone()),
             server: Some(server),
             _dirs: vec![files, data],
         })
@@ -81,7 +71,6 @@ impl Target {
             url: url.to_string(),
             store: "remote".into(),
             engine: None,
-            stop: None,
             server: None,
             _dirs: Vec::new(),
         }
@@ -107,11 +96,8 @@ impl Target {
 
     /// Stops an in-process server and waits for it.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
         if let Some(server) = self.server.take() {
-            let _ = server.await;
+            let _ = server.stop().await;
         }
     }
 }

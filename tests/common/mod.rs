@@ -1,6 +1,7 @@
-//! The one test helper: boots the real server on 127.0.0.1:0 (bound before it is spawned,
-//! so no sleep is needed before connecting) with the durable store in a temporary directory,
-//! and talks to it with the generated tonic client.
+//! The one test helper: boots the real server on 127.0.0.1:0 with
+//! `Spindle::start_local` (the boot `spindle bench` uses too; bound before it is spawned,
+//! so no sleep is needed before connecting) with the durable store in a temporary
+//! directory, and talks to it with the generated tonic client.
 
 #![allow(dead_code)]
 
@@ -15,10 +16,7 @@ use spindle::engine::Engine;
 use spindle::pb;
 use spindle::pb::job_service_client::JobServiceClient;
 use spindle::pb::json::json_to_struct;
-use spindle::server::{ServeConfig, ServeError, Spindle, StoreConfig};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use spindle::server::{LocalServer, ServeConfig, ServeError, Spindle, StoreConfig};
 use tonic::transport::Channel;
 
 pub type Client = JobServiceClient<Channel>;
@@ -45,8 +43,7 @@ pub struct TestServer {
     pub files: tempfile::TempDir,
     /// The durable store's directory.
     pub data: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), ServeError>>>,
+    server: LocalServer,
 }
 
 impl TestServer {
@@ -71,45 +68,30 @@ impl TestServer {
         };
         config.shutdown_grace = Duration::from_secs(5);
         configure(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let prepared = kinds(Spindle::new(config))
-            .prepare(listener)
+        let server = kinds(Spindle::new(config))
+            .start_local()
             .await
-            .expect("prepare");
-        let engine = prepared.engine().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(prepared.serve(async move {
-            let _ = stopped.await;
-        }));
+            .expect("start");
+        let addr = server.addr();
         let client = connect(addr).await;
         TestServer {
             addr,
             client,
-            engine,
+            engine: server.engine().clone(),
             files,
             data,
-            stop: Some(stop),
-            task: Some(task),
+            server,
         }
     }
 
     /// Stops the server gracefully and starts a new one on the same data and files
     /// directories, as a restart would.
     pub async fn restart(
-        mut self,
+        self,
         configure: impl FnOnce(&mut ServeConfig),
         kinds: impl FnOnce(Spindle) -> Spindle,
     ) -> Self {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task
-            .take()
-            .expect("task")
-            .await
-            .expect("join")
-            .expect("clean stop");
+        self.server.stop().await.expect("clean stop");
         let (files, data) = (self.files, self.data);
         let (files_dir, data_dir) = (files.path().to_path_buf(), data.path().to_path_buf());
         let mut next = Self::start_with(
@@ -132,11 +114,8 @@ impl TestServer {
     }
 
     /// Shuts the server down gracefully and waits for it.
-    pub async fn stop(mut self) -> Result<(), ServeError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.take().expect("task").await.expect("server task")
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.server.stop().await
     }
 
     pub async fn submit(&self, kind: &str, args: Value) -> pb::Job {

@@ -31,6 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("submitted {}", job.id);
 
     let watch = WatchProgressRequest {
+        namespace: String::new(),
         id: job.id.clone(),
         after_seq: 0,
     };

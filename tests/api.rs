@@ -27,7 +27,10 @@ async fn cancel(server: &TestServer, id: &str) -> Result<pb::Job, tonic::Status>
     server
         .client
         .clone()
-        .cancel(pb::CancelRequest { id: id.into() })
+        .cancel(pb::CancelRequest {
+            namespace: String::new(),
+            id: id.into(),
+        })
         .await
         .map(|r| r.into_inner())
 }
@@ -187,6 +190,7 @@ async fn bad_ids_and_finished_jobs_get_the_right_codes() {
     let mut client = server.client.clone();
     let malformed = client
         .get_status(pb::GetStatusRequest {
+            namespace: String::new(),
             id: "123".into(),
             wait: None,
         })
@@ -196,6 +200,7 @@ async fn bad_ids_and_finished_jobs_get_the_right_codes() {
     assert_eq!(field_violations(&malformed), ["id"]);
     let missing = client
         .get_status(pb::GetStatusRequest {
+            namespace: String::new(),
             id: UNKNOWN_ID.into(),
             wait: None,
         })

@@ -17,7 +17,10 @@ async fn submit_batch(
 ) -> Result<Vec<Outcome>, tonic::Status> {
     let mut client = server.client().await;
     let answer = client
-        .submit_batch(pb::SubmitBatchRequest { jobs })
+        .submit_batch(pb::SubmitBatchRequest {
+            namespace: String::new(),
+            jobs,
+        })
         .await?
         .into_inner();
     Ok(answer

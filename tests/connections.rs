@@ -44,7 +44,9 @@ async fn a_connection_that_never_sends_the_preface_is_closed() {
     let mut client = server.client().await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     client
-        .get_stats(pb::GetStatsRequest {})
+        .get_stats(pb::GetStatsRequest {
+            namespace: String::new(),
+        })
         .await
         .expect("GetStats");
 }
@@ -104,7 +106,9 @@ async fn max_concurrent_streams_is_advertised_and_connections_are_capped() {
         let channel = endpoint.connect().await?;
         let mut client = pb::job_service_client::JobServiceClient::new(channel);
         client
-            .get_stats(pb::GetStatsRequest {})
+            .get_stats(pb::GetStatsRequest {
+                namespace: String::new(),
+            })
             .await
             .map_err(Into::into)
     };
@@ -117,7 +121,9 @@ async fn max_concurrent_streams_is_advertised_and_connections_are_capped() {
     let mut client =
         pb::job_service_client::JobServiceClient::new(channel.connect().await.unwrap());
     client
-        .get_stats(pb::GetStatsRequest {})
+        .get_stats(pb::GetStatsRequest {
+            namespace: String::new(),
+        })
         .await
         .expect("served once a slot is free");
 }
@@ -208,7 +214,10 @@ async fn a_connection_with_no_call_in_flight_is_closed_but_a_quiet_watch_is_not(
     server
         .client
         .clone()
-        .cancel(pb::CancelRequest { id: job.id.clone() })
+        .cancel(pb::CancelRequest {
+            namespace: String::new(),
+            id: job.id.clone(),
+        })
         .await
         .expect("Cancel");
     let mut last = None;

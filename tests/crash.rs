@@ -133,6 +133,7 @@ async fn every_acknowledged_job_survives_repeated_kill_9() {
     for id in &ids {
         let job = client
             .get_status(pb::GetStatusRequest {
+                namespace: String::new(),
                 id: id.clone(),
                 wait: Some(prost_types::Duration {
                     seconds: 120,

@@ -100,13 +100,13 @@ async fn submit(engine: &Engine, spec: JobSpec) -> Job {
 }
 
 async fn wait_terminal(engine: &Engine, id: JobId) -> Job {
-    let mut events = engine.watch(id, 0).await.unwrap();
+    let mut events = engine.watch("default", id, 0).await.unwrap();
     while let Some(event) = events.next().await {
         if event.unwrap().data.is_finished() {
             break;
         }
     }
-    engine.get(id).await.unwrap()
+    engine.get("default", id).await.unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -165,7 +165,7 @@ async fn failed_attempts_wait_with_backoff_and_keep_each_error() {
     });
     let started = tokio::time::Instant::now();
     let job = submit(&f.engine, spec).await;
-    let mut events = f.engine.watch(job.id, 0).await.unwrap();
+    let mut events = f.engine.watch("default", job.id, 0).await.unwrap();
     let mut waits = Vec::new();
     while let Some(event) = events.next().await {
         let event = event.unwrap();
@@ -181,12 +181,12 @@ async fn failed_attempts_wait_with_backoff_and_keep_each_error() {
             let wait = run_at.duration_since(event.at).unwrap();
             waits.push(Duration::from_millis(wait.as_millis() as u64));
             assert!(error.as_ref().unwrap().message.contains("failed"));
-            let seen = f.engine.get(job.id).await.unwrap();
+            let seen = f.engine.get("default", job.id).await.unwrap();
             assert!(seen.state == JobState::RetryWait || seen.attempt > 1);
         }
     }
     assert_eq!(waits, [Duration::from_secs(10), Duration::from_secs(30)]);
-    let done = f.engine.get(job.id).await.unwrap();
+    let done = f.engine.get("default", job.id).await.unwrap();
     assert_eq!((done.state, done.attempt), (JobState::Succeeded, 3));
     let attempts: Vec<u32> = done.errors.iter().map(|e| e.attempt).collect();
     assert_eq!(attempts, [1, 2]);
@@ -212,7 +212,7 @@ async fn delayed_jobs_are_scheduled_then_run_once_when_due() {
     let due = job.run_at.unwrap();
     tokio::time::sleep(Duration::from_secs(3 * 24 * 3600 - 1)).await;
     assert_eq!(
-        f.engine.get(job.id).await.unwrap().state,
+        f.engine.get("default", job.id).await.unwrap().state,
         JobState::Scheduled
     );
     assert_eq!(f.runs.load(Ordering::SeqCst), 0);
@@ -226,7 +226,7 @@ async fn delayed_jobs_are_scheduled_then_run_once_when_due() {
     spec.run_at = Some(f.engine.now() + Duration::from_secs(60));
     let at = submit(&f.engine, spec).await;
     assert_eq!(at.state, JobState::Scheduled);
-    let cancelled = f.engine.cancel(at.id).await.unwrap();
+    let cancelled = f.engine.cancel("default", at.id).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert_eq!(
@@ -254,17 +254,17 @@ async fn finished_jobs_are_purged_after_their_retention() {
     }
     tokio::time::sleep(Duration::from_secs(200)).await;
     assert!(matches!(
-        f.engine.get(short_ttl.id).await,
+        f.engine.get("default", short_ttl.id).await,
         Err(EngineError::NotFound(_))
     ));
-    assert!(f.engine.get(default_ttl.id).await.is_ok());
+    assert!(f.engine.get("default", default_ttl.id).await.is_ok());
     assert!(matches!(
-        f.engine.watch(short_ttl.id, 0).await,
+        f.engine.watch("default", short_ttl.id, 0).await,
         Err(EngineError::NotFound(_))
     ));
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(matches!(
-        f.engine.get(default_ttl.id).await,
+        f.engine.get("default", default_ttl.id).await,
         Err(EngineError::NotFound(_))
     ));
 }
@@ -297,14 +297,14 @@ async fn get_wait_long_polls_until_the_end_or_the_wait() {
     let job = submit(&f.engine, sleep_spec(10.0, None)).await;
     let early = f
         .engine
-        .get_wait(job.id, Duration::from_secs(2))
+        .get_wait("default", job.id, Duration::from_secs(2))
         .await
         .unwrap();
     assert!(!early.state.is_terminal());
     let started = tokio::time::Instant::now();
     let done = f
         .engine
-        .get_wait(job.id, Duration::from_secs(60))
+        .get_wait("default", job.id, Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(done.state, JobState::Succeeded);
@@ -329,7 +329,7 @@ async fn a_queue_limit_holds_without_starving_other_queues() {
     let running = f.engine.load().2;
     assert_eq!(running, 3, "2 of the slow queue + the other queue's job");
     assert_eq!(
-        f.engine.get(other.id).await.unwrap().state,
+        f.engine.get("default", other.id).await.unwrap().state,
         JobState::Running
     );
     let last = wait_terminal(&f.engine, slow.last().unwrap().id).await;
@@ -356,7 +356,7 @@ async fn a_high_priority_job_behind_ten_thousand_low_ones_starts_next() {
     let high = wait_terminal(&f.engine, high.id).await;
     assert_eq!(high.state, JobState::Succeeded);
     for low in lows.iter().take(3) {
-        let low = f.engine.get(low.id).await.unwrap();
+        let low = f.engine.get("default", low.id).await.unwrap();
         assert!(
             low.started_at
                 .is_none_or(|t| t >= high.finished_at.unwrap()),
@@ -407,7 +407,7 @@ async fn shutdown_lets_short_jobs_finish_and_requeues_long_ones_after_the_grace(
     let short = submit(&f.engine, sleep_spec(5.0, None)).await;
     let long = submit(&f.engine, sleep_spec(3600.0, None)).await;
     tokio::task::yield_now().await;
-    let mut long_events = f.engine.watch(long.id, 0).await.unwrap();
+    let mut long_events = f.engine.watch("default", long.id, 0).await.unwrap();
 
     let started = tokio::time::Instant::now();
     f.engine.shutdown(Duration::from_secs(10)).await;
@@ -418,10 +418,10 @@ async fn shutdown_lets_short_jobs_finish_and_requeues_long_ones_after_the_grace(
     );
 
     assert_eq!(
-        f.engine.get(short.id).await.unwrap().state,
+        f.engine.get("default", short.id).await.unwrap().state,
         JobState::Succeeded
     );
-    let long = f.engine.get(long.id).await.unwrap();
+    let long = f.engine.get("default", long.id).await.unwrap();
     assert_eq!(
         (long.state, long.attempt),
         (JobState::Queued, 0),

@@ -43,6 +43,11 @@ async fn run(
     )
 }
 
+/// `method` called with `data` as its request.
+async fn call(bin: &str, server: &TestServer, data: &str, method: &str) -> (i32, String, String) {
+    run(bin, server, &["-d", data], &[method]).await
+}
+
 /// grpcurl prints a stream as concatenated JSON objects.
 fn json_objects(text: &str) -> Vec<Value> {
     serde_json::Deserializer::from_str(text)
@@ -173,26 +178,14 @@ async fn bench_is_listed_when_served_and_batch_refusals_decode_as_google_rpc_sta
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("spindle.bench.v1.Bench"), "{out}");
     let echo = r#"{"submit":{"kind":"demo.noop"}}"#;
-    let (code, out, err) = run(
-        &bin,
-        &server,
-        &["-d", echo],
-        &["spindle.bench.v1.Bench/Echo"],
-    )
-    .await;
+    let (code, out, err) = call(&bin, &server, echo, "spindle.bench.v1.Bench/Echo").await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("JOB_STATE_QUEUED"), "{out}");
 
     // grpcurl decodes the Any in the result only if it knows google.rpc.BadRequest:
     // reflection must describe it.
     let batch = r#"{"jobs":[{"kind":"demo.sleep","args":{"seconds":"soon"}}]}"#;
-    let (code, out, err) = run(
-        &bin,
-        &server,
-        &["-d", batch],
-        &["spindle.v1.JobService/SubmitBatch"],
-    )
-    .await;
+    let (code, out, err) = call(&bin, &server, batch, "spindle.v1.JobService/SubmitBatch").await;
     assert_eq!(code, 0, "{err}");
     let result = &json_objects(&out)[0]["results"][0]["error"];
     assert_eq!(result["code"], 3, "{out}");
@@ -205,4 +198,22 @@ async fn bench_is_listed_when_served_and_batch_refusals_decode_as_google_rpc_sta
         detail["fieldViolations"][0]["field"], "args.seconds",
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn grpcurl_works_in_a_namespace_and_cannot_reach_across() {
+    let Some(bin) = grpcurl() else { return };
+    let server = TestServer::start().await;
+    let submit = r#"{"namespace":"team-g","kind":"demo.noop"}"#;
+    let (code, out, err) = call(&bin, &server, submit, "spindle.v1.JobService/Submit").await;
+    assert_eq!(code, 0, "{err}");
+    let job = &json_objects(&out)[0]["job"];
+    assert_eq!(job["namespace"], "team-g", "{out}");
+    let id = job["id"].as_str().unwrap();
+    let mine = format!(r#"{{"id":"{id}","namespace":"team-g"}}"#);
+    let (code, _, err) = call(&bin, &server, &mine, "spindle.v1.JobService/GetStatus").await;
+    assert_eq!(code, 0, "{err}");
+    let default = format!(r#"{{"id":"{id}"}}"#);
+    let (code, _, _) = call(&bin, &server, &default, "spindle.v1.JobService/GetStatus").await;
+    assert_eq!(code, 64 + 5, "NotFound from the default namespace");
 }

@@ -38,7 +38,11 @@ async fn get_status_and_submit_answer_while_the_cpu_pool_is_saturated() {
         } else {
             let id = burners[i % burners.len()].id.clone();
             client
-                .get_status(pb::GetStatusRequest { id, wait: None })
+                .get_status(pb::GetStatusRequest {
+                    namespace: String::new(),
+                    id,
+                    wait: None,
+                })
                 .await
                 .unwrap();
         }
@@ -57,7 +61,10 @@ async fn get_status_and_submit_answer_while_the_cpu_pool_is_saturated() {
 
     for job in &burners {
         client
-            .cancel(pb::CancelRequest { id: job.id.clone() })
+            .cancel(pb::CancelRequest {
+                namespace: String::new(),
+                id: job.id.clone(),
+            })
             .await
             .unwrap();
     }

@@ -63,6 +63,7 @@ async fn a_run_at_the_store_cannot_keep_is_refused_by_name_and_fails_no_one_else
     let mut bad = request("demo.noop", json!({}));
     bad.run_at = Some(before_1970());
     let batch = pb::SubmitBatchRequest {
+        namespace: String::new(),
         jobs: vec![
             request("demo.noop", json!({})),
             bad,
@@ -112,7 +113,10 @@ fn in_queue_one(seconds: f64) -> pb::SubmitRequest {
 }
 
 async fn cancel(client: &mut Client, id: &str) -> Result<pb::Job, tonic::Status> {
-    let req = pb::CancelRequest { id: id.into() };
+    let req = pb::CancelRequest {
+        namespace: String::new(),
+        id: id.into(),
+    };
     client.cancel(req).await.map(|r| r.into_inner())
 }
 
@@ -201,6 +205,7 @@ async fn one_corrupt_record_affects_only_its_own_job() {
     let mut client = server.client.clone();
     let read = client
         .get_status(pb::GetStatusRequest {
+            namespace: String::new(),
             id: bad.id.clone(),
             wait: None,
         })

@@ -207,6 +207,7 @@ async fn unknown_and_malformed_ids_are_refused() {
         let mut client = server.client.clone();
         async move {
             let request = pb::WatchProgressRequest {
+                namespace: String::new(),
                 id: id.into(),
                 after_seq: 0,
             };
@@ -297,7 +298,10 @@ async fn disconnected_watchers_free_their_resources() {
     let cancelled = server
         .client
         .clone()
-        .cancel(pb::CancelRequest { id: job.id.clone() })
+        .cancel(pb::CancelRequest {
+            namespace: String::new(),
+            id: job.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();

@@ -17,6 +17,7 @@ pub use super::reply::{event_to_pb, job_to_pb, kind_to_pb, state_to_pb, stats_to
 pub use crate::pb::json::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 
 const MAX_QUEUE_NAME: usize = 64;
+const MAX_NAMESPACE_NAME: usize = 64;
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_KEY: usize = 63;
 const MAX_LABEL_VALUE: usize = 256;
@@ -79,6 +80,9 @@ pub fn submit_spec(
     if let Err(v) = check_name("queue", &queue, MAX_QUEUE_NAME) {
         bad.push(v);
     }
+    let namespace = namespace(req.namespace)
+        .map_err(|v| bad.push(v))
+        .unwrap_or_default();
     check_labels(&req.labels, &mut bad);
     let timeout = match req.timeout.map(Duration::try_from) {
         None => None,
@@ -105,6 +109,7 @@ pub fn submit_spec(
         return Err(bad);
     }
     Ok(JobSpec {
+        namespace,
         kind: req.kind,
         args,
         queue,
@@ -235,12 +240,22 @@ fn check_labels(labels: &HashMap<String, String>, bad: &mut Vec<FieldViolation>)
     }
 }
 
-/// A GetStatus long-poll wait: 0 to 5 minutes.
+/// A GetStatus long-poll wait: not negative; longer than 5 minutes waits 5 minutes (the
+/// documented maximum), as a long-poll client expects, rather than failing.
 pub fn wait(value: prost_types::Duration) -> Result<Duration, FieldViolation> {
     match Duration::try_from(value) {
-        Ok(d) if d <= crate::engine::MAX_WAIT => Ok(d),
-        _ => Err(violation("wait", "must be between 0 and 300 seconds")),
+        Ok(d) => Ok(d.min(crate::engine::MAX_WAIT)),
+        Err(_) => Err(violation("wait", "must not be negative")),
     }
+}
+
+/// The namespace a request names: empty means `default`; otherwise a name like a queue's.
+pub fn namespace(name: String) -> Result<String, FieldViolation> {
+    if name.is_empty() {
+        return Ok(crate::model::job::DEFAULT_NAMESPACE.to_string());
+    }
+    check_name("namespace", &name, MAX_NAMESPACE_NAME)?;
+    Ok(name)
 }
 
 /// Parses a job id, naming `field` if it is malformed.
@@ -273,8 +288,15 @@ pub fn list_query(req: pb::ListJobsRequest) -> Result<ListQuery, Vec<FieldViolat
     }
     let before = match req.page_token.as_str() {
         "" => None,
-        token => job_id("page_token", token).map_err(|v| bad.push(v)).ok(),
+        token => token.parse().ok().or_else(|| {
+            let why = "not a token from a ListJobs answer; pass next_page_token as it came";
+            bad.push(violation("page_token", why));
+            None
+        }),
     };
+    let namespace = namespace(req.namespace)
+        .map_err(|v| bad.push(v))
+        .unwrap_or_default();
     let limit = match req.page_size as usize {
         0 => DEFAULT_PAGE_SIZE,
         n if n <= MAX_PAGE_SIZE => n,
@@ -291,6 +313,7 @@ pub fn list_query(req: pb::ListJobsRequest) -> Result<ListQuery, Vec<FieldViolat
     }
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     Ok(ListQuery {
+        namespace,
         state,
         kind: non_empty(req.kind),
         queue: non_empty(req.queue),

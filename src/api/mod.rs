@@ -71,8 +71,10 @@ impl JobApi {
 
     async fn submit_many(
         &self,
-        requests: Vec<pb::SubmitRequest>,
+        batch: pb::SubmitBatchRequest,
     ) -> Result<pb::SubmitBatchResponse, Error> {
+        let namespace = convert::namespace(batch.namespace)?;
+        let requests = batch.jobs;
         if requests.is_empty() || requests.len() > MAX_BATCH {
             let count = requests.len();
             let why = format!("must hold 1 to {MAX_BATCH} jobs, not {count}");
@@ -81,7 +83,15 @@ impl JobApi {
         // Requests that do not even parse are answered here; the rest go to the engine.
         let mut results: Vec<Option<pb::SubmitBatchResult>> = Vec::with_capacity(requests.len());
         let mut specs = Vec::with_capacity(requests.len());
-        for request in requests {
+        for mut request in requests {
+            if request.namespace.is_empty() {
+                request.namespace.clone_from(&namespace);
+            } else if request.namespace != namespace {
+                let why = format!("differs from the batch's namespace {namespace:?}");
+                let refusal = Error::from(FieldViolation::new("namespace", why));
+                results.push(Some(error::batch_error(refusal)));
+                continue;
+            }
             match convert::submit_spec(request, self.max_args_bytes) {
                 Ok(spec) => {
                     specs.push(spec);
@@ -107,16 +117,22 @@ impl JobApi {
 
     async fn status(&self, request: pb::GetStatusRequest) -> Result<pb::Job, Error> {
         let id = convert::job_id("id", &request.id)?;
+        let namespace = convert::namespace(request.namespace)?;
         let job = match request.wait {
-            None => self.engine.get(id).await?,
-            Some(wait) => self.engine.get_wait(id, convert::wait(wait)?).await?,
+            None => self.engine.get(&namespace, id).await?,
+            Some(wait) => {
+                (self.engine)
+                    .get_wait(&namespace, id, convert::wait(wait)?)
+                    .await?
+            }
         };
         Ok(convert::job_to_pb(&job))
     }
 
     async fn watch(&self, request: pb::WatchProgressRequest) -> Result<JobEventStream, Error> {
         let id = convert::job_id("id", &request.id)?;
-        let events = self.engine.watch(id, request.after_seq).await?;
+        let namespace = convert::namespace(request.namespace)?;
+        let events = self.engine.watch(&namespace, id, request.after_seq).await?;
         let events = events.map(move |event| match event {
             Ok(event) => Ok(convert::event_to_pb(id, &event)),
             Err(e) => Err(Status::from(Error::from(e))),
@@ -126,7 +142,8 @@ impl JobApi {
 
     async fn cancel_job(&self, request: pb::CancelRequest) -> Result<pb::Job, Error> {
         let id = convert::job_id("id", &request.id)?;
-        let job = self.engine.cancel(id).await?;
+        let namespace = convert::namespace(request.namespace)?;
+        let job = self.engine.cancel(&namespace, id).await?;
         Ok(convert::job_to_pb(&job))
     }
 
@@ -153,9 +170,7 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::SubmitBatchRequest>,
     ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
-        Ok(Response::new(
-            self.submit_many(request.into_inner().jobs).await?,
-        ))
+        Ok(Response::new(self.submit_many(request.into_inner()).await?))
     }
 
     async fn get_status(
@@ -190,9 +205,12 @@ impl JobService for JobApi {
 
     async fn get_stats(
         &self,
-        _request: Request<pb::GetStatsRequest>,
+        request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::Stats>, Status> {
-        Ok(Response::new(convert::stats_to_pb(&self.engine.stats())))
+        let namespace = convert::namespace(request.into_inner().namespace).map_err(Error::from)?;
+        Ok(Response::new(convert::stats_to_pb(
+            &self.engine.stats(&namespace),
+        )))
     }
 
     async fn list_kinds(

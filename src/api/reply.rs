@@ -82,6 +82,7 @@ pub fn job_to_pb(job: &Job) -> pb::Job {
         attempt_errors: job.errors.iter().map(attempt_error_to_pb).collect(),
         idempotency_key: job.spec.idempotency_key.clone().unwrap_or_default(),
         expires_at: job.expires_at.map(timestamp),
+        namespace: job.spec.namespace.clone(),
     }
 }
 

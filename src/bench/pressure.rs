@@ -26,6 +26,7 @@ async fn get_status_latency(
         let started = Instant::now();
         client
             .get_status(pb::GetStatusRequest {
+                namespace: String::new(),
                 id: id.to_string(),
                 wait: None,
             })
@@ -62,7 +63,9 @@ pub async fn w6(target: &Target, sizes: &Sizes) -> Result<Vec<Figure>, String> {
     }
     let give_up = Instant::now() + Duration::from_secs(30);
     while client
-        .get_stats(pb::GetStatsRequest {})
+        .get_stats(pb::GetStatsRequest {
+            namespace: String::new(),
+        })
         .await
         .map_err(err)?
         .into_inner()
@@ -76,7 +79,12 @@ pub async fn w6(target: &Target, sizes: &Sizes) -> Result<Vec<Figure>, String> {
     }
     let busy = get_status_latency(&mut client, &id, sizes.w6_calls).await;
     for id in burners {
-        let _ = client.cancel(pb::CancelRequest { id }).await;
+        let _ = client
+            .cancel(pb::CancelRequest {
+                namespace: String::new(),
+                id,
+            })
+            .await;
     }
     let busy = busy?;
     let f = |what: &str, unit, value| Figure {

@@ -34,7 +34,11 @@ type Seen = Vec<(u64, f64, f64)>;
 async fn follow(channel: Channel, id: String) -> Result<Seen, tonic::Status> {
     let mut client = JobServiceClient::new(channel);
     let events = client
-        .watch_progress(pb::WatchProgressRequest { id, after_seq: 0 })
+        .watch_progress(pb::WatchProgressRequest {
+            namespace: String::new(),
+            id,
+            after_seq: 0,
+        })
         .await?
         .into_inner();
     collect(events).await
@@ -108,7 +112,11 @@ async fn round(target: &Target, updates: u32, watchers: usize) -> Result<Vec<Fig
         );
     }
     let done = client
-        .get_status(pb::GetStatusRequest { id, wait: None })
+        .get_status(pb::GetStatusRequest {
+            namespace: String::new(),
+            id,
+            wait: None,
+        })
         .await
         .map_err(err)?
         .into_inner();
@@ -229,7 +237,9 @@ async fn wait_watchers(client: &mut JobServiceClient<Channel>, n: u64) -> Result
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
         let stats = client
-            .get_stats(pb::GetStatsRequest {})
+            .get_stats(pb::GetStatsRequest {
+                namespace: String::new(),
+            })
             .await
             .map_err(err)?
             .into_inner();

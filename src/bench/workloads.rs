@@ -99,6 +99,7 @@ pub(super) async fn batch_rate(
     concurrency: usize,
 ) -> Result<f64, String> {
     let batch = pb::SubmitBatchRequest {
+        namespace: String::new(),
         jobs: vec![noop_request(true); per_call],
     };
     let calls = jobs.div_ceil(per_call);
@@ -177,6 +178,7 @@ pub async fn w2(target: &Target, sizes: &Sizes) -> Outcome {
         let jobs = sizes.w2_jobs;
         if batched {
             let batch = pb::SubmitBatchRequest {
+                namespace: String::new(),
                 jobs: vec![noop_request(false); 1000],
             };
             drive(&channels, 2, jobs.div_ceil(1000), move |channel| {
@@ -219,7 +221,9 @@ async fn stats(
     client: &mut JobServiceClient<tonic::transport::Channel>,
 ) -> Result<pb::Stats, String> {
     Ok(client
-        .get_stats(pb::GetStatsRequest {})
+        .get_stats(pb::GetStatsRequest {
+            namespace: String::new(),
+        })
         .await
         .map_err(err)?
         .into_inner())
@@ -257,7 +261,11 @@ pub async fn w3(target: &Target, sizes: &Sizes) -> Outcome {
             .job;
         let id = job.map(|j| j.id).unwrap_or_default();
         let mut events = client
-            .watch_progress(pb::WatchProgressRequest { id, after_seq: 0 })
+            .watch_progress(pb::WatchProgressRequest {
+                namespace: String::new(),
+                id,
+                after_seq: 0,
+            })
             .await
             .map_err(err)?
             .into_inner();

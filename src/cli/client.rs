@@ -17,6 +17,15 @@ use crate::pb::json::json_to_struct;
 /// The generated client over one channel.
 pub type Client = JobServiceClient<Channel>;
 
+/// A connected server and the namespace the commands act in.
+pub struct Remote {
+    pub client: Client,
+    /// The address as given, for messages.
+    pub server: String,
+    /// The namespace every request names (`--namespace`).
+    pub namespace: String,
+}
+
 /// Exit codes, documented in the README.
 pub mod exit {
     /// The command worked (for watch: the job SUCCEEDED).
@@ -89,8 +98,17 @@ impl CliError {
     }
 }
 
-/// Connects to the server.
-pub async fn connect(server: &str) -> Result<Client, CliError> {
+/// Connects to the server, to act in `namespace`.
+pub async fn connect(server: &str, namespace: &str) -> Result<Remote, CliError> {
+    Ok(Remote {
+        client: connect_client(server).await?,
+        server: server.to_string(),
+        namespace: namespace.to_string(),
+    })
+}
+
+/// Connects the generated client to the server.
+async fn connect_client(server: &str) -> Result<Client, CliError> {
     let endpoint = Channel::from_shared(server.to_string())
         .map_err(|e| CliError::Usage(format!("--server {server:?} is not a URL: {e}")))?
         .connect_timeout(Duration::from_secs(5));
@@ -141,11 +159,7 @@ pub fn build_args(
 }
 
 /// `spindle submit`: returns the new job.
-pub async fn submit(
-    client: &mut Client,
-    server: &str,
-    a: &SubmitArgs,
-) -> Result<pb::Job, CliError> {
+pub async fn submit(r: &mut Remote, a: &SubmitArgs) -> Result<pb::Job, CliError> {
     let args = build_args(a.args.as_deref(), &a.arg)?;
     let duration = |d: Option<Duration>| d.and_then(|d| prost_types::Duration::try_from(d).ok());
     let request = pb::SubmitRequest {
@@ -156,16 +170,15 @@ pub async fn submit(
         delay: duration(a.delay),
         timeout: duration(a.timeout),
         idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
+        namespace: r.namespace.clone(),
         retry: a.max_attempts.map(|n| pb::RetryPolicy {
             max_attempts: n,
             ..Default::default()
         }),
         ..Default::default()
     };
-    let response = client
-        .submit(request)
-        .await
-        .map_err(|s| CliError::rpc(s, server, None))?;
+    let response =
+        (r.client.submit(request).await).map_err(|s| CliError::rpc(s, &r.server, None))?;
     response
         .into_inner()
         .job
@@ -173,37 +186,30 @@ pub async fn submit(
 }
 
 /// `spindle status`.
-pub async fn status(
-    client: &mut Client,
-    server: &str,
-    a: &StatusArgs,
-) -> Result<pb::Job, CliError> {
+pub async fn status(r: &mut Remote, a: &StatusArgs) -> Result<pb::Job, CliError> {
     let request = pb::GetStatusRequest {
         id: a.id.clone(),
         wait: a.wait.and_then(|d| prost_types::Duration::try_from(d).ok()),
+        namespace: r.namespace.clone(),
     };
-    let job = client
-        .get_status(request)
-        .await
-        .map_err(|s| CliError::rpc(s, server, Some(&a.id)))?;
+    let job = (r.client.get_status(request).await)
+        .map_err(|s| CliError::rpc(s, &r.server, Some(&a.id)))?;
     Ok(job.into_inner())
 }
 
 /// `spindle cancel`.
-pub async fn cancel(client: &mut Client, server: &str, id: &str) -> Result<pb::Job, CliError> {
-    let job = client
-        .cancel(pb::CancelRequest { id: id.to_string() })
-        .await
-        .map_err(|s| CliError::rpc(s, server, Some(id)))?;
+pub async fn cancel(r: &mut Remote, id: &str) -> Result<pb::Job, CliError> {
+    let request = pb::CancelRequest {
+        id: id.to_string(),
+        namespace: r.namespace.clone(),
+    };
+    let job =
+        (r.client.cancel(request).await).map_err(|s| CliError::rpc(s, &r.server, Some(id)))?;
     Ok(job.into_inner())
 }
 
 /// `spindle jobs`.
-pub async fn jobs(
-    client: &mut Client,
-    server: &str,
-    a: &JobsArgs,
-) -> Result<Vec<pb::Job>, CliError> {
+pub async fn jobs(r: &mut Remote, a: &JobsArgs) -> Result<Vec<pb::Job>, CliError> {
     let state = match a.state.as_deref() {
         None => pb::JobState::Unspecified,
         Some(name) => {
@@ -222,12 +228,11 @@ pub async fn jobs(
             queue: a.queue.clone().unwrap_or_default(),
             page_size: a.limit - jobs.len() as u32,
             page_token,
+            namespace: r.namespace.clone(),
             ..Default::default()
         };
-        let page = client
-            .list_jobs(request)
-            .await
-            .map_err(|s| CliError::rpc(s, server, None))?
+        let page = (r.client.list_jobs(request).await)
+            .map_err(|s| CliError::rpc(s, &r.server, None))?
             .into_inner();
         jobs.extend(page.jobs);
         page_token = page.next_page_token;
@@ -239,19 +244,18 @@ pub async fn jobs(
 }
 
 /// `spindle kinds`.
-pub async fn kinds(client: &mut Client, server: &str) -> Result<Vec<pb::JobKind>, CliError> {
-    let kinds = client
-        .list_kinds(pb::ListKindsRequest {})
-        .await
-        .map_err(|s| CliError::rpc(s, server, None))?;
+pub async fn kinds(r: &mut Remote) -> Result<Vec<pb::JobKind>, CliError> {
+    let kinds = (r.client.list_kinds(pb::ListKindsRequest {}).await)
+        .map_err(|s| CliError::rpc(s, &r.server, None))?;
     Ok(kinds.into_inner().kinds)
 }
 
-pub async fn stats(client: &mut Client, server: &str) -> Result<pb::Stats, CliError> {
-    let stats = client
-        .get_stats(pb::GetStatsRequest {})
-        .await
-        .map_err(|s| CliError::rpc(s, server, None))?;
+pub async fn stats(r: &mut Remote) -> Result<pb::Stats, CliError> {
+    let request = pb::GetStatsRequest {
+        namespace: r.namespace.clone(),
+    };
+    let stats =
+        (r.client.get_stats(request).await).map_err(|s| CliError::rpc(s, &r.server, None))?;
     Ok(stats.into_inner())
 }
 

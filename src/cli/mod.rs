@@ -1,7 +1,7 @@
 //! The command line: `spindle serve` (the default with no subcommand, so `cargo run
 //! --release` starts the service) and the client subcommands (submit, watch, status,
 //! cancel, jobs, kinds). Every flag of serve is also read from an environment variable;
-//! `--server` and `--json` go before or after the subcommand.
+//! `--server`, `--namespace` and `--json` go before or after the subcommand.
 
 /// `println!` for CLI output that ends the process quietly when stdout is closed early
 /// (`spindle jobs | head`) instead of panicking on the broken pipe.
@@ -38,6 +38,14 @@ pub struct Cli {
     /// Print JSON instead of text (one object per line for lists and watch events).
     #[arg(long, global = true)]
     pub json: bool,
+    /// The namespace the client commands act in.
+    #[arg(
+        long,
+        global = true,
+        env = "SPINDLE_NAMESPACE",
+        default_value = "default"
+    )]
+    pub namespace: String,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -166,30 +174,26 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
     let Some(command) = cli.command else {
         return Ok(client::exit::OK);
     };
-    let (server, json) = (cli.server.as_str(), cli.json);
-    let mut c = client::connect(server).await?;
+    let json = cli.json;
+    let mut c = client::connect(&cli.server, &cli.namespace).await?;
     match command {
         Command::Serve(_) | Command::Bench(_) => {}
         Command::Submit(args) => {
-            let job = client::submit(&mut c, server, &args).await?;
+            let job = client::submit(&mut c, &args).await?;
             if json {
                 out!("{}", render::job_json(&job));
             } else if !args.watch {
                 out!("{}", job.id);
             }
             if args.watch {
-                return watch::watch(&mut c, server, &job.id, json).await;
+                return watch::watch(&mut c, &job.id, json).await;
             }
         }
-        Command::Watch(args) => return watch::watch(&mut c, server, &args.id, json).await,
-        Command::Status(args) => {
-            client::print_job(&client::status(&mut c, server, &args).await?, json)
-        }
-        Command::Cancel(args) => {
-            client::print_job(&client::cancel(&mut c, server, &args.id).await?, json)
-        }
+        Command::Watch(args) => return watch::watch(&mut c, &args.id, json).await,
+        Command::Status(args) => client::print_job(&client::status(&mut c, &args).await?, json),
+        Command::Cancel(args) => client::print_job(&client::cancel(&mut c, &args.id).await?, json),
         Command::Jobs(args) => {
-            let jobs = client::jobs(&mut c, server, &args).await?;
+            let jobs = client::jobs(&mut c, &args).await?;
             if json {
                 jobs.iter().for_each(|j| out!("{}", render::job_json(j)));
             } else {
@@ -197,7 +201,7 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
             }
         }
         Command::Stats => {
-            let stats = client::stats(&mut c, server).await?;
+            let stats = client::stats(&mut c).await?;
             if json {
                 out!("{}", render::stats_json(&stats));
             } else {
@@ -205,7 +209,7 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
             }
         }
         Command::Kinds => {
-            for kind in client::kinds(&mut c, server).await? {
+            for kind in client::kinds(&mut c).await? {
                 if json {
                     out!("{}", render::kind_json(&kind));
                 } else {

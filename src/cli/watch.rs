@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tonic::Code;
 
-use super::client::{CliError, Client, exit};
+use super::client::{CliError, Remote, exit};
 use super::render;
 use crate::pb;
 use crate::pb::job_event::Payload;
@@ -20,12 +20,9 @@ const RESUME_FOR: Duration = Duration::from_secs(60);
 const FRACTION_SCALE: u64 = 1000;
 
 /// Follows the job; returns the exit code for its terminal state.
-pub async fn watch(
-    client: &mut Client,
-    server: &str,
-    id: &str,
-    json: bool,
-) -> Result<u8, CliError> {
+pub async fn watch(r: &mut Remote, id: &str, json: bool) -> Result<u8, CliError> {
+    let server = r.server.clone();
+    let server = server.as_str();
     let mut display = Display::new(json);
     let mut after = 0u64;
     let mut last_contact = Instant::now();
@@ -34,8 +31,9 @@ pub async fn watch(
         let request = pb::WatchProgressRequest {
             id: id.to_string(),
             after_seq: after,
+            namespace: r.namespace.clone(),
         };
-        match client.watch_progress(request).await {
+        match r.client.watch_progress(request).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
                 loop {

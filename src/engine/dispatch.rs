@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::queue::QueueId;
 use super::run::{self, RunControl};
 use super::{Engine, pool_index};
 use crate::model::job::{Job, Pool};
@@ -43,16 +44,15 @@ impl Engine {
         let mut guard = self.lock();
         let state = &mut *guard;
         let per_queue = &state.running_per_queue;
-        let may_run = |queue: &str| {
+        // A limit names a queue; each namespace's queue of that name has the limit.
+        let may_run = |queue: &QueueId| {
             limits
-                .get(queue)
+                .get(&queue.1)
                 .is_none_or(|limit| per_queue.get(queue).copied().unwrap_or(0) < *limit)
         };
         let job = state.ready[pool_index(pool)].pop(may_run)?;
-        *state
-            .running_per_queue
-            .entry(job.spec.queue.clone())
-            .or_default() += 1;
+        let queue = (job.spec.namespace.clone(), job.spec.queue.clone());
+        *state.running_per_queue.entry(queue).or_default() += 1;
         let control = Arc::new(RunControl::new());
         state.running.insert(job.id, control.clone());
         Some((job, control))
@@ -61,7 +61,7 @@ impl Engine {
     fn spawn_run(&self, job: Job, control: Arc<RunControl>, permit: OwnedSemaphorePermit) {
         let engine = self.clone();
         self.shared.running_tasks.spawn(async move {
-            let (id, queue) = (job.id, job.spec.queue.clone());
+            let (id, queue) = (job.id, (job.spec.namespace.clone(), job.spec.queue.clone()));
             run::drive(&engine, job, &control, permit).await;
             {
                 let mut state = engine.lock();

@@ -40,7 +40,7 @@ use crate::model::job::{EventData, Failure, FailureKind, Job, JobId, JobState, P
 use crate::store::{ListQuery, Store};
 use clock::Clock;
 use live::Live;
-use queue::{DelaySet, PoolQueues};
+use queue::{DelaySet, PoolQueues, QueueId};
 use run::{RunControl, StopReason};
 
 /// The longest a GetStatus long-poll may wait.
@@ -119,7 +119,7 @@ struct State {
     ready: [PoolQueues; 2],
     delayed: DelaySet,
     running: HashMap<JobId, Arc<RunControl>>,
-    running_per_queue: HashMap<String, usize>,
+    running_per_queue: HashMap<QueueId, usize>,
     /// Every non-terminal job: its last seq, or, while watched, the channel carrying the
     /// newest part of its log to watchers.
     live: HashMap<JobId, Live>,
@@ -190,8 +190,18 @@ impl Engine {
         self.shared.clock.now()
     }
 
-    /// The job as stored, with a pending cancellation request shown.
-    pub async fn get(&self, id: JobId) -> Result<Job, EngineError> {
+    /// The job as stored, with a pending cancellation request shown. A job of another
+    /// namespace is not found: its existence is not revealed.
+    pub async fn get(&self, namespace: &str, id: JobId) -> Result<Job, EngineError> {
+        let job = self.current(id).await?;
+        if job.spec.namespace != namespace {
+            return Err(EngineError::NotFound(id));
+        }
+        Ok(job)
+    }
+
+    /// The job as stored, whatever its namespace, with a pending cancellation shown.
+    async fn current(&self, id: JobId) -> Result<Job, EngineError> {
         let mut job = self
             .shared
             .store
@@ -205,7 +215,16 @@ impl Engine {
     }
 
     /// The job once it is terminal or `wait` (at most [`MAX_WAIT`]) has passed.
-    pub async fn get_wait(&self, id: JobId, wait: Duration) -> Result<Job, EngineError> {
+    pub async fn get_wait(
+        &self,
+        namespace: &str,
+        id: JobId,
+        wait: Duration,
+    ) -> Result<Job, EngineError> {
+        let job = self.get(namespace, id).await?;
+        if job.state.is_terminal() {
+            return Ok(job);
+        }
         self.wait_terminal(id, wait.min(MAX_WAIT)).await
     }
 
@@ -221,13 +240,13 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + wait;
         let mut rx = self.subscribe(id);
         loop {
-            let job = self.get(id).await?;
+            let job = self.current(id).await?;
             let Some(rx) = rx.as_mut().filter(|_| !job.state.is_terminal()) else {
                 return Ok(job);
             };
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
-                Ok(Err(_)) => return self.get(id).await,
+                Ok(Err(_)) => return self.current(id).await,
                 Err(_) => return Ok(job),
             }
         }
@@ -247,7 +266,7 @@ impl Engine {
             self.shared.pools[pool_index(pool)].wake.notify_one();
         } else {
             let due = job.run_at.unwrap_or(SystemTime::UNIX_EPOCH);
-            state.delayed.push(job.id, due);
+            state.delayed.push(job.id, due, &job.spec.namespace);
             drop(state);
             self.shared.scheduler_wake.notify_one();
         }
@@ -273,7 +292,7 @@ impl Engine {
         // A failed write changes nothing: the job keeps its live log and stays unfinished.
         job.last_seq = self.shared.store.save(job, &events, now).await?;
         let live = self.lock().live.remove(&job.id);
-        self.shared.totals.finished(job.state);
+        (self.shared.totals).finished(&job.spec.namespace, job.state);
         if let Some(Live::Watched(tx)) = live {
             // The last value stays readable after the sender is gone: watchers take the
             // terminal event from memory too.

@@ -1,4 +1,5 @@
-//! Jobs waiting to run. Each pool has named queues; the next job of a pool is the one with
+//! Jobs waiting to run. Each pool has named queues, one set per namespace (a queue is a
+//! namespace and a name: "reports" of one team is not another's); the next job of a pool is the one with
 //! the highest priority (then the earliest arrival) among the heads of the queues that are
 //! below their concurrency limit, so a flood in one queue cannot starve another and a full
 //! queue never blocks the others. Scheduled and retry-waiting jobs wait in a [`DelaySet`]
@@ -6,12 +7,42 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::model::job::{Job, JobId};
 
 /// Orders by priority (higher first), then by arrival.
 type Key = (Reverse<i32>, u64);
+
+/// A queue: its namespace and its name.
+pub type QueueId = (String, String);
+
+fn queue_of(job: &Job) -> QueueId {
+    (job.spec.namespace.clone(), job.spec.queue.clone())
+}
+
+/// Adds `delta` to a namespace's count, forgetting namespaces that reach zero.
+fn count<K: std::borrow::Borrow<str> + std::hash::Hash + Eq>(
+    counts: &mut HashMap<K, usize>,
+    namespace: &str,
+    new_key: impl FnOnce() -> K,
+    up: bool,
+) {
+    if up {
+        match counts.get_mut(namespace) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(new_key(), 1);
+            }
+        }
+    } else if let Some(n) = counts.get_mut(namespace) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(namespace);
+        }
+    }
+}
 
 /// Where a removed job stood in line, to put it back there.
 #[derive(Debug, Clone, Copy)]
@@ -23,12 +54,14 @@ struct ReadyQueue {
     order: BTreeMap<Key, Job>,
 }
 
-/// The waiting jobs of one pool, by queue name.
+/// The waiting jobs of one pool, by queue.
 #[derive(Debug, Default)]
 pub struct PoolQueues {
-    queues: HashMap<String, ReadyQueue>,
+    queues: HashMap<QueueId, ReadyQueue>,
     /// Where each waiting job is.
-    index: HashMap<JobId, (String, Key)>,
+    index: HashMap<JobId, (QueueId, Key)>,
+    /// Waiting jobs per namespace.
+    per_namespace: HashMap<String, usize>,
     arrivals: u64,
 }
 
@@ -37,13 +70,11 @@ impl PoolQueues {
     pub fn push(&mut self, job: Job) {
         self.arrivals += 1;
         let key = (Reverse(job.spec.priority), self.arrivals);
-        let queue = job.spec.queue.clone();
-        self.index.insert(job.id, (queue.clone(), key));
-        self.queues.entry(queue).or_default().order.insert(key, job);
+        self.put_back(job, Place(key));
     }
 
     /// Takes the job that should run next among the queues `may_run` allows.
-    pub fn pop(&mut self, may_run: impl Fn(&str) -> bool) -> Option<Job> {
+    pub fn pop(&mut self, may_run: impl Fn(&QueueId) -> bool) -> Option<Job> {
         let (queue, key) = self
             .queues
             .iter()
@@ -62,23 +93,36 @@ impl PoolQueues {
 
     /// Puts a removed job back where it was (a Cancel that could not be stored).
     pub fn put_back(&mut self, job: Job, Place(key): Place) {
-        let queue = job.spec.queue.clone();
+        let queue = queue_of(&job);
+        let namespace = &job.spec.namespace;
+        count(
+            &mut self.per_namespace,
+            namespace,
+            || namespace.clone(),
+            true,
+        );
         self.index.insert(job.id, (queue.clone(), key));
         self.queues.entry(queue).or_default().order.insert(key, job);
     }
 
-    fn take(&mut self, queue: &str, key: Key) -> Option<Job> {
+    fn take(&mut self, queue: &QueueId, key: Key) -> Option<Job> {
         let ready = self.queues.get_mut(queue)?;
         let job = ready.order.remove(&key)?;
         if ready.order.is_empty() {
             self.queues.remove(queue);
         }
         self.index.remove(&job.id);
+        count(&mut self.per_namespace, &queue.0, String::new, false);
         Some(job)
     }
 
     pub fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// Waiting jobs of one namespace.
+    pub fn len_in(&self, namespace: &str) -> usize {
+        self.per_namespace.get(namespace).copied().unwrap_or(0)
     }
 }
 
@@ -88,15 +132,22 @@ impl PoolQueues {
 #[derive(Debug, Default)]
 pub struct DelaySet {
     order: BTreeSet<(SystemTime, JobId)>,
-    index: HashMap<JobId, SystemTime>,
+    /// Each job's due time and namespace (shared with `per_namespace`'s key, so a million
+    /// jobs of one namespace hold one copy of its name).
+    index: HashMap<JobId, (SystemTime, Arc<str>)>,
+    per_namespace: HashMap<Arc<str>, usize>,
 }
 
 impl DelaySet {
-    /// Adds a job due at `due`.
-    pub fn push(&mut self, id: JobId, due: SystemTime) {
-        if let Some(old) = self.index.insert(id, due) {
-            self.order.remove(&(old, id));
-        }
+    /// Adds a job of `namespace` due at `due`.
+    pub fn push(&mut self, id: JobId, due: SystemTime, namespace: &str) {
+        self.remove(id);
+        let shared = match self.per_namespace.get_key_value(namespace) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(namespace),
+        };
+        count(&mut self.per_namespace, namespace, || shared.clone(), true);
+        self.index.insert(id, (due, shared));
         self.order.insert((due, id));
     }
 
@@ -105,25 +156,37 @@ impl DelaySet {
         self.order.first().map(|(due, _)| *due)
     }
 
-    /// Takes the earliest job if it is due at `now`: its id and due time.
-    pub fn pop_due(&mut self, now: SystemTime) -> Option<(JobId, SystemTime)> {
+    /// Takes the earliest job if it is due at `now`: its id, due time and namespace.
+    pub fn pop_due(&mut self, now: SystemTime) -> Option<(JobId, SystemTime, Arc<str>)> {
         if self.next_due()? > now {
             return None;
         }
-        let (due, id) = self.order.pop_first()?;
-        self.index.remove(&id);
-        Some((id, due))
+        let (_, id) = *self.order.first()?;
+        let (due, namespace) = self.remove(id)?;
+        Some((id, due, namespace))
     }
 
-    /// Takes a specific job out, if it is waiting here; returns when it was due.
-    pub fn remove(&mut self, id: JobId) -> Option<SystemTime> {
-        let due = self.index.remove(&id)?;
+    /// Takes a specific job out, if it is waiting here; returns when it was due, and its
+    /// namespace.
+    pub fn remove(&mut self, id: JobId) -> Option<(SystemTime, Arc<str>)> {
+        let (due, namespace) = self.index.remove(&id)?;
         self.order.remove(&(due, id));
-        Some(due)
+        count(
+            &mut self.per_namespace,
+            &namespace,
+            || namespace.clone(),
+            false,
+        );
+        Some((due, namespace))
     }
 
     pub fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// Waiting jobs of one namespace.
+    pub fn len_in(&self, namespace: &str) -> usize {
+        self.per_namespace.get(namespace).copied().unwrap_or(0)
     }
 }
 
@@ -140,7 +203,7 @@ mod tests {
         Job::new(spec, RetryPolicy::default(), SystemTime::now())
     }
 
-    fn drain(q: &mut PoolQueues, may_run: impl Fn(&str) -> bool + Copy) -> Vec<JobId> {
+    fn drain(q: &mut PoolQueues, may_run: impl Fn(&QueueId) -> bool + Copy) -> Vec<JobId> {
         std::iter::from_fn(|| q.pop(may_run))
             .map(|j| j.id)
             .collect()
@@ -170,7 +233,7 @@ mod tests {
         let (busy, free) = (job("busy", 9), job("free", 0));
         q.push(busy.clone());
         q.push(free.clone());
-        assert_eq!(drain(&mut q, |name| name != "busy"), [free.id]);
+        assert_eq!(drain(&mut q, |(_, name)| name != "busy"), [free.id]);
         assert_eq!(q.len(), 1);
         assert_eq!(q.remove(busy.id).map(|(j, _)| j.id), Some(busy.id));
         assert!(q.remove(busy.id).is_none());
@@ -184,14 +247,29 @@ mod tests {
         late.run_at = Some(now + Duration::from_secs(20));
         let mut soon = job("a", 0);
         soon.run_at = Some(now + Duration::from_secs(10));
-        set.push(late.id, late.run_at.unwrap());
-        set.push(soon.id, soon.run_at.unwrap());
+        set.push(late.id, late.run_at.unwrap(), "default");
+        set.push(soon.id, soon.run_at.unwrap(), "default");
+        assert_eq!((set.len_in("default"), set.len_in("other")), (2, 0));
         assert_eq!(set.next_due(), soon.run_at);
         assert!(set.pop_due(now).is_none());
         let at = now + Duration::from_secs(15);
-        assert_eq!(set.pop_due(at).map(|(id, _)| id), Some(soon.id));
+        assert_eq!(set.pop_due(at).map(|(id, _, _)| id), Some(soon.id));
         assert!(set.pop_due(at).is_none());
-        assert_eq!(set.remove(late.id), late.run_at);
-        assert_eq!(set.len(), 0);
+        assert_eq!(set.remove(late.id).map(|(due, _)| due), late.run_at);
+        assert_eq!((set.len(), set.len_in("default")), (0, 0));
+    }
+
+    #[test]
+    fn namespaces_have_queues_and_counts_of_their_own() {
+        let mut q = PoolQueues::default();
+        let mine = job("reports", 0);
+        let mut theirs = job("reports", 9);
+        theirs.spec.namespace = "team-b".into();
+        q.push(mine.clone());
+        q.push(theirs.clone());
+        assert_eq!((q.len_in("default"), q.len_in("team-b")), (1, 1));
+        let only_default = |(ns, _): &QueueId| ns == "default";
+        assert_eq!(drain(&mut q, only_default), [mine.id]);
+        assert_eq!((q.len_in("default"), q.len_in("team-b")), (0, 1));
     }
 }

@@ -36,7 +36,7 @@ impl Engine {
     async fn promote_due(&self) {
         let now = self.now();
         loop {
-            let Some((id, due)) = self.lock().delayed.pop_due(now) else {
+            let Some((id, due, namespace)) = self.lock().delayed.pop_due(now) else {
                 return;
             };
             let mut job = match self.shared.store.get(id).await {
@@ -46,7 +46,8 @@ impl Engine {
                 Ok(_) => continue, // finished or purged meanwhile
                 Err(e) => {
                     tracing::warn!(%id, error = %e, "could not read a due job; will retry");
-                    self.lock().delayed.push(id, due.max(now) + PROMOTE_RETRY);
+                    let retry_at = due.max(now) + PROMOTE_RETRY;
+                    self.lock().delayed.push(id, retry_at, &namespace);
                     continue;
                 }
             };
@@ -85,6 +86,8 @@ impl Engine {
         let (mut requeued, mut interrupted_jobs) = (0usize, 0usize);
         for mut job in jobs {
             self.go_live(job.id, job.last_seq);
+            // Counted as submitted, so the totals never show more finished than came in.
+            self.shared.totals.submitted(&job.spec.namespace);
             if job.state == JobState::Running {
                 interrupted_jobs += 1;
                 self.recover_interrupted(&mut job).await?;

@@ -115,7 +115,7 @@ impl Engine {
             Ok(Inserted::Created(seq)) => {
                 job.last_seq = seq;
                 self.publish(job.id, &[EventData::state_of(&job)], seq, at);
-                self.shared.totals.submitted();
+                self.shared.totals.submitted(&job.spec.namespace);
                 self.enqueue(job.clone());
                 Ok(Submitted {
                     job,
@@ -137,7 +137,9 @@ impl Engine {
     /// [`CANCEL_WAIT`] for the handler to stop. Returns the job as it then is. A cancel
     /// that cannot be stored changes nothing: the job waits where it was, and the error
     /// says so.
-    pub async fn cancel(&self, id: JobId) -> Result<Job, EngineError> {
+    pub async fn cancel(&self, namespace: &str, id: JobId) -> Result<Job, EngineError> {
+        // A job never changes namespace: one check first holds wherever it moves after.
+        self.get(namespace, id).await?;
         let deadline = tokio::time::Instant::now() + TRANSIT_WAIT;
         loop {
             let (ready, delayed, running) = {
@@ -150,14 +152,14 @@ impl Engine {
             if let Some((pool, job, place)) = ready {
                 return self.cancel_ready(pool, job, place).await;
             }
-            if let Some(due) = delayed {
-                return self.cancel_delayed(id, due).await;
+            if let Some((due, _)) = delayed {
+                return self.cancel_delayed(namespace, id, due).await;
             }
             if let Some(control) = running {
                 control.stop(StopReason::Client);
                 return self.wait_terminal(id, CANCEL_WAIT).await;
             }
-            let job = self.get(id).await?;
+            let job = self.get(namespace, id).await?;
             if job.state.is_terminal() {
                 return Err(EngineError::AlreadyFinished {
                     id,
@@ -192,14 +194,19 @@ impl Engine {
     /// Cancels a job taken out of the delay set (which holds ids only): its record comes
     /// from the store. If that read or the cancel's write fails, the job goes back to wait
     /// as before.
-    async fn cancel_delayed(&self, id: JobId, due: SystemTime) -> Result<Job, EngineError> {
+    async fn cancel_delayed(
+        &self,
+        namespace: &str,
+        id: JobId,
+        due: SystemTime,
+    ) -> Result<Job, EngineError> {
         let cancelled = match self.shared.store.get(id).await {
             Ok(Some(job)) => self.cancel_waiting(job).await,
             Ok(None) => return Err(EngineError::NotFound(id)),
             Err(e) => Err(e.into()),
         };
         if cancelled.is_err() {
-            self.lock().delayed.push(id, due);
+            self.lock().delayed.push(id, due, namespace);
             self.shared.scheduler_wake.notify_one();
         }
         cancelled

@@ -57,8 +57,14 @@ impl Drop for WatcherCount {
 
 impl Engine {
     /// The job's events with seq greater than `after_seq`, then live ones.
-    /// Fails with NotFound at once for an unknown job.
-    pub async fn watch(&self, id: JobId, after_seq: u64) -> Result<EventStream, EngineError> {
+    /// Fails with NotFound at once for an unknown job, or one of another namespace.
+    pub async fn watch(
+        &self,
+        namespace: &str,
+        id: JobId,
+        after_seq: u64,
+    ) -> Result<EventStream, EngineError> {
+        self.get(namespace, id).await?;
         let seqs = self.subscribe(id);
         let first = self
             .shared

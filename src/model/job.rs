@@ -102,6 +102,13 @@ pub enum Pool {
 /// What a client asked for, already checked field by field at the API edge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
+    /// The namespace the job belongs to: its queues, idempotency keys, lists and stats are
+    /// its namespace's, and it is not found from any other.
+    #[serde(
+        default = "default_namespace",
+        skip_serializing_if = "is_default_namespace"
+    )]
+    pub namespace: String,
     pub kind: String,
     /// Always a JSON object.
     pub args: Value,
@@ -148,6 +155,17 @@ pub struct JobSpec {
 /// The queue a job goes to when it names none.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// The namespace of a request that names none; records leave it out.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.into()
+}
+
+fn is_default_namespace(namespace: &str) -> bool {
+    namespace == DEFAULT_NAMESPACE
+}
+
 fn default_queue() -> String {
     DEFAULT_QUEUE.into()
 }
@@ -165,6 +183,7 @@ impl JobSpec {
     /// A spec with defaults for everything but the kind and args.
     pub fn new(kind: impl Into<String>, args: Value) -> Self {
         JobSpec {
+            namespace: DEFAULT_NAMESPACE.into(),
             kind: kind.into(),
             args,
             queue: default_queue(),

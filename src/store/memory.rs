@@ -28,7 +28,8 @@ struct Inner {
     /// in order, so small values pay off.
     jobs: BTreeMap<JobId, Box<Entry>>,
     /// Idempotency key -> job.
-    keys: HashMap<String, JobId>,
+    /// Idempotency keys by (namespace, key): each namespace has its own.
+    keys: HashMap<(String, String), JobId>,
 }
 
 /// One stored job.
@@ -85,14 +86,15 @@ impl Inner {
         at: SystemTime,
     ) -> Result<Inserted, StoreError> {
         if let Some(key) = &job.spec.idempotency_key {
+            let key = (job.spec.namespace.clone(), key.clone());
             if let Some((id, existing)) = self
                 .keys
-                .get(key)
+                .get(&key)
                 .and_then(|id| self.jobs.get_key_value(id))
             {
                 return Ok(Inserted::Existing(Box::new(existing.job(*id)?)));
             }
-            self.keys.insert(key.clone(), job.id);
+            self.keys.insert(key, job.id);
         }
         let mut entry = Entry::new(record, events.len());
         entry.progress = job.progress.clone().map(Box::new);
@@ -295,9 +297,10 @@ impl Store for MemoryStore {
             .collect();
         for id in &expired {
             if let Some(entry) = inner.jobs.remove(id)
-                && let Some(key) = entry.job(*id).ok().and_then(|j| j.spec.idempotency_key)
+                && let Ok(job) = entry.job(*id)
+                && let Some(key) = job.spec.idempotency_key
             {
-                inner.keys.remove(&key);
+                inner.keys.remove(&(job.spec.namespace, key));
             }
         }
         Ok(expired.len())

@@ -46,9 +46,11 @@ pub enum StoreError {
     Refused(String),
 }
 
-/// Filters for listing jobs; `None` and empty maps match everything.
-#[derive(Debug, Clone, Default)]
+/// Filters for listing jobs; `None` and empty maps match everything in the namespace.
+#[derive(Debug, Clone)]
 pub struct ListQuery {
+    /// Only jobs of this namespace (required: a list never spans namespaces).
+    pub namespace: String,
     pub state: Option<JobState>,
     pub kind: Option<String>,
     pub queue: Option<String>,
@@ -62,6 +64,23 @@ pub struct ListQuery {
     /// Leave out each job's args and result (they may be large), and count only the rest
     /// against `max_bytes`.
     pub basic: bool,
+}
+
+impl Default for ListQuery {
+    /// Everything of the default namespace, no page bound.
+    fn default() -> Self {
+        ListQuery {
+            namespace: crate::model::job::DEFAULT_NAMESPACE.to_string(),
+            state: None,
+            kind: None,
+            queue: None,
+            labels: BTreeMap::new(),
+            before: None,
+            limit: 0,
+            max_bytes: 0,
+            basic: false,
+        }
+    }
 }
 
 /// What [`Store::list`] found.
@@ -114,7 +133,8 @@ impl Page {
 impl ListQuery {
     /// Whether a job passes the filters (not the paging).
     pub fn matches(&self, job: &Job) -> bool {
-        self.state.is_none_or(|s| s == job.state)
+        self.namespace == job.spec.namespace
+            && self.state.is_none_or(|s| s == job.state)
             && self.kind.as_ref().is_none_or(|k| *k == job.spec.kind)
             && self.queue.as_ref().is_none_or(|q| *q == job.spec.queue)
             && self

@@ -138,6 +138,7 @@ impl TestServer {
         self.client
             .clone()
             .get_status(pb::GetStatusRequest {
+                namespace: String::new(),
                 id: id.into(),
                 wait: None,
             })
@@ -208,6 +209,7 @@ pub async fn open_watch(
 ) -> tonic::Streaming<pb::JobEvent> {
     client
         .watch_progress(pb::WatchProgressRequest {
+            namespace: String::new(),
             id: id.into(),
             after_seq,
         })

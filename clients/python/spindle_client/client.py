@@ -52,12 +52,17 @@ class Client:
     """A connection to one Spindle server.
 
     `server` is "host:port" or "http://host:port" (the CLI's SPINDLE_SERVER form). Unary
-    calls give up after `timeout` seconds.
+    calls give up after `timeout` seconds. Every call acts in `namespace` (the CLI's
+    SPINDLE_NAMESPACE): its jobs, queues, idempotency keys and lists are that namespace's,
+    and a job of another namespace is NotFound.
     """
 
-    def __init__(self, server: str = DEFAULT_TARGET, *, timeout: float = 30.0):
+    def __init__(
+        self, server: str = DEFAULT_TARGET, *, timeout: float = 30.0, namespace: str = "default"
+    ):
         self.server = server
         self.timeout = timeout
+        self.namespace = namespace
         self._channel = grpc.insecure_channel(_target(server))
         self._stub = pb_grpc.JobServiceStub(self._channel)
 
@@ -108,6 +113,7 @@ class Client:
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
             retention=retention,
+            namespace=self.namespace,
         )
         response = self._call("Submit", request)
         return Job.from_pb(response.job, existing=response.existing)
@@ -126,12 +132,13 @@ class Client:
             kind = options.pop("kind")
             args = options.pop("args", None)
             requests.append(_submit_request(kind, args, **options))
-        answer = self._call("SubmitBatch", pb.SubmitBatchRequest(jobs=requests))
+        batch = pb.SubmitBatchRequest(jobs=requests, namespace=self.namespace)
+        answer = self._call("SubmitBatch", batch)
         return [_batch_result(r) for r in answer.results]
 
     def status(self, job_id: str, *, wait: Optional[Seconds] = None) -> Job:
         """The job as it is now; with `wait`, long-polls until it ends or `wait` passes."""
-        request = pb.GetStatusRequest(id=job_id)
+        request = pb.GetStatusRequest(id=job_id, namespace=self.namespace)
         deadline = None
         if wait is not None:
             request.wait.CopyFrom(_duration(wait))
@@ -149,7 +156,8 @@ class Client:
 
     def cancel(self, job_id: str) -> Job:
         """Cancels the job; FailedPrecondition if it already finished."""
-        return Job.from_pb(self._call("Cancel", pb.CancelRequest(id=job_id)))
+        request = pb.CancelRequest(id=job_id, namespace=self.namespace)
+        return Job.from_pb(self._call("Cancel", request))
 
     def jobs(
         self,
@@ -176,6 +184,7 @@ class Client:
                 page_size=min(1000, limit - len(found)),
                 page_token=token,
                 view=pb.JOB_VIEW_BASIC if basic else pb.JOB_VIEW_FULL,
+                namespace=self.namespace,
             )
             page = self._call("ListJobs", request)
             found += [Job.from_pb(job) for job in page.jobs]
@@ -200,7 +209,8 @@ class Client:
         last = after_seq
         broken_since: Optional[float] = None
         while True:
-            stream = self._stub.WatchProgress(pb.WatchProgressRequest(id=job_id, after_seq=last))
+            request = pb.WatchProgressRequest(id=job_id, after_seq=last, namespace=self.namespace)
+            stream = self._stub.WatchProgress(request)
             try:
                 for message in stream:
                     broken_since = None
@@ -237,8 +247,10 @@ def _submit_request(
     max_attempts: Optional[int] = None,
     idempotency_key: str = "",
     retention: Optional[Seconds] = None,
+    namespace: str = "",
 ) -> pb.SubmitRequest:
     request = pb.SubmitRequest(
+        namespace=namespace,
         kind=kind,
         queue=queue,
         priority=priority,

@@ -115,6 +115,7 @@ class Job:
     run_at: Optional[datetime]
     last_seq: int
     cancel_requested: bool
+    namespace: str = "default"
     existing: bool = False
     raw: Any = field(default=None, repr=False, compare=False)
 
@@ -144,6 +145,7 @@ class Job:
             run_at=_time(msg, "run_at"),
             last_seq=msg.last_seq,
             cancel_requested=msg.cancel_requested,
+            namespace=msg.namespace or "default",
             existing=existing,
             raw=msg,
         )

@@ -249,3 +249,28 @@ def test_submit_batch_answers_each_job_in_order(client):
     assert client.status(delayed.id).labels == {"case": "batch"}
     with pytest.raises(InvalidArgument):
         client.submit_batch([])
+
+
+def test_namespaces_are_isolated(server):
+    with Client(server.url, timeout=10, namespace="team-a") as a, Client(
+        server.url, timeout=10, namespace="team-b"
+    ) as b:
+        job = a.submit("demo.sleep", {"seconds": 0}, idempotency_key="py-ns-1", labels={"t": "ns"})
+        assert job.namespace == "team-a"
+        assert a.wait(job.id, timeout=10).state == "succeeded"
+        # Another namespace never finds it, nor learns that it exists.
+        for call in (lambda: b.status(job.id), lambda: b.cancel(job.id)):
+            with pytest.raises(NotFound):
+                call()
+        with pytest.raises(NotFound):
+            next(b.watch(job.id))
+        assert [j.id for j in a.jobs(labels={"t": "ns"})] == [job.id]
+        assert b.jobs(labels={"t": "ns"}) == []
+        # The same idempotency key is another job in another namespace.
+        other = b.submit("demo.sleep", {"seconds": 0}, idempotency_key="py-ns-1")
+        assert other.id != job.id and not other.existing
+        # A bad name is refused, naming the field.
+        with Client(server.url, timeout=10, namespace="no spaces") as bad:
+            with pytest.raises(InvalidArgument) as raised:
+                bad.submit("demo.sleep", {"seconds": 0})
+            assert [v.field for v in raised.value.violations] == ["namespace"]

@@ -10,6 +10,7 @@ use crate::store::StoreError;
 /// A job as its row holds it.
 pub struct EncodedJob {
     pub id: JobId,
+    pub namespace: String,
     pub state: JobState,
     pub kind: String,
     pub queue: String,
@@ -40,6 +41,7 @@ impl EncodedJob {
         let what = || format!("job {}", job.id);
         Ok(EncodedJob {
             id: job.id,
+            namespace: job.spec.namespace.clone(),
             state: job.state,
             kind: job.spec.kind.clone(),
             queue: job.spec.queue.clone(),

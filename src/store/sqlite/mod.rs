@@ -233,7 +233,7 @@ fn list_sql(by_label: bool) -> String {
     let columns = "jobs.id, jobs.record, jobs.last_seq, jobs.progress";
     format!(
         "SELECT {columns} FROM {from}
-         WHERE (?1 IS NULL OR {id} < ?1) AND (?2 IS NULL OR jobs.state = ?2)
+         WHERE jobs.namespace = ?7 AND (?1 IS NULL OR {id} < ?1) AND (?2 IS NULL OR jobs.state = ?2)
            AND (?3 IS NULL OR jobs.kind = ?3) AND (?4 IS NULL OR jobs.queue = ?4) {label}
          ORDER BY {id} DESC"
     )
@@ -389,6 +389,7 @@ impl Store for SqliteStore {
                 query.queue,
                 label.map(|(k, _)| k),
                 label.map(|(_, v)| v),
+                query.namespace,
             ];
             let mut rows = stmt.query(args).map_err(unavailable)?;
             let (mut page, mut spent) = (Page::default(), 0);

@@ -1,10 +1,11 @@
-//! How SQLite runs ListJobs: a label filter must read that label's rows, not every job.
+//! How SQLite runs ListJobs: a label filter must read that label's rows, not every job,
+//! and a plain list only its namespace's jobs.
 
 use rusqlite::Connection;
 
 use super::SqliteStore;
 
-fn plan(conn: &Connection, sql: &str) -> String {
+fn plan(conn: &Connection, sql: &str, label: Option<(&str, &str)>) -> String {
     let mut stmt = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
         .expect("prepare");
@@ -13,8 +14,9 @@ fn plan(conn: &Connection, sql: &str) -> String {
         None::<String>,
         None::<String>,
         None::<String>,
-        "team",
-        "a"
+        label.map(|(k, _)| k),
+        label.map(|(_, v)| v),
+        "default"
     ];
     let rows = stmt
         .query_map(nulls, |r| r.get::<_, String>(3))
@@ -27,12 +29,27 @@ async fn a_label_filter_searches_the_label_index_instead_of_scanning_every_job()
     let dir = tempfile::tempdir().expect("dir");
     let store = SqliteStore::open(dir.path()).expect("open");
     let conn = Connection::open(dir.path().join(super::DB_FILE)).expect("open");
-    let by_label = plan(&conn, &super::list_sql(true));
+    let by_label = plan(&conn, &super::list_sql(true), Some(("team", "a")));
     assert!(by_label.contains("SEARCH job_labels"), "{by_label}");
     assert!(!by_label.contains("SCAN"), "{by_label}");
     assert!(
         !by_label.contains("TEMP B-TREE"),
         "sorted by the index: {by_label}"
+    );
+    drop(conn);
+    crate::store::Store::close(&store).await;
+}
+
+#[tokio::test]
+async fn a_plain_list_walks_its_namespace_in_id_order() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let conn = Connection::open(dir.path().join(super::DB_FILE)).expect("open");
+    let plain = plan(&conn, &super::list_sql(false), None);
+    assert!(plain.contains("jobs_by_namespace"), "{plain}");
+    assert!(
+        !plain.contains("TEMP B-TREE"),
+        "sorted by the index: {plain}"
     );
     drop(conn);
     crate::store::Store::close(&store).await;

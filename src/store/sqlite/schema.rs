@@ -11,7 +11,7 @@ use crate::store::StoreError;
 /// "SPND": marks a SQLite file as a Spindle database (`PRAGMA application_id`).
 pub const APPLICATION_ID: i32 = 0x5350_4E44;
 /// The schema this build reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -66,6 +66,37 @@ const MIGRATIONS: &[&str] = &[
         SELECT label.key, label.value, jobs.id
         FROM jobs, json_each(jobs.record, '$.spec.labels') AS label;
     CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    "#,
+    // v4, namespaces: idempotency keys become unique per namespace, which SQLite can only
+    // do by rebuilding the table. Existing jobs go to "default" (their records, which
+    // leave the default out, already read so).
+    r#"
+    CREATE TABLE jobs_v4 (
+        id               BLOB PRIMARY KEY,
+        namespace        TEXT NOT NULL DEFAULT 'default',
+        state            TEXT NOT NULL,
+        kind             TEXT NOT NULL,
+        queue            TEXT NOT NULL,
+        idempotency_key  TEXT,
+        expires_at_ms    INTEGER,
+        lease_owner      TEXT,
+        lease_token      INTEGER NOT NULL DEFAULT 0,
+        last_seq         INTEGER NOT NULL,
+        progress         TEXT,
+        record           TEXT NOT NULL,
+        UNIQUE (namespace, idempotency_key)
+    ) WITHOUT ROWID;
+    INSERT INTO jobs_v4 (id, namespace, state, kind, queue, idempotency_key, expires_at_ms,
+                         lease_owner, lease_token, last_seq, progress, record)
+        SELECT id, 'default', state, kind, queue, idempotency_key, expires_at_ms,
+               lease_owner, lease_token, last_seq, progress, record
+        FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_v4 RENAME TO jobs;
+    CREATE INDEX jobs_unfinished ON jobs(state)
+        WHERE state <> 'succeeded' AND state <> 'failed' AND state <> 'cancelled';
+    CREATE INDEX jobs_expiry ON jobs(expires_at_ms) WHERE expires_at_ms IS NOT NULL;
+    CREATE INDEX jobs_by_namespace ON jobs(namespace, id);
     "#,
 ];
 

@@ -221,13 +221,16 @@ impl Writer {
     ) -> Result<Inserted, StoreError> {
         if let Some(key) = &job.idempotency_key {
             let sql = format!(
-                "SELECT {} FROM jobs WHERE idempotency_key = ?1",
+                "SELECT {} FROM jobs WHERE namespace = ?1 AND idempotency_key = ?2",
                 super::JOB_COLUMNS
             );
             let existing = self
                 .conn
                 .prepare_cached(&sql)
-                .and_then(|mut s| s.query_row([key], super::job_row).optional())
+                .and_then(|mut s| {
+                    s.query_row([&job.namespace, key], super::job_row)
+                        .optional()
+                })
                 .map_err(unavailable)?;
             if let Some(row) = existing {
                 return Ok(Inserted::Existing(Box::new(super::job_from_row(row)?)));
@@ -235,8 +238,8 @@ impl Writer {
         }
         self.conn
             .prepare_cached(
-                "INSERT INTO jobs (id, state, kind, queue, idempotency_key, expires_at_ms, last_seq, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7)",
+                "INSERT INTO jobs (id, state, kind, queue, idempotency_key, expires_at_ms, last_seq, record, namespace)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7, ?9)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -248,6 +251,7 @@ impl Writer {
                     job.expires_at_ms,
                     job.record,
                     events.len() as i64,
+                    job.namespace,
                 ])
             })
             .map_err(write_failed)?;

@@ -57,6 +57,12 @@ async fn run() -> ExitCode {
         Some(Command::Bench(ref args)) => {
             return ExitCode::from(spindle::cli::bench::run(args.clone(), cli.json).await);
         }
+        Some(Command::BenchProbe(ref args)) => {
+            return ExitCode::from(spindle::bench::probe::run_probe(args.clone()).await);
+        }
+        Some(Command::BenchEcho) => {
+            return ExitCode::from(spindle::bench::probe::serve_echo().await);
+        }
         Some(_) => return ExitCode::from(spindle::cli::run_client(cli).await),
     };
     spindle::telemetry::init();

@@ -69,6 +69,7 @@ where
 pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
+    pub p95: f64,
     pub p99: f64,
     pub max: f64,
 }
@@ -80,6 +81,7 @@ impl Percentiles {
             return Percentiles {
                 p50: f64::NAN,
                 p90: f64::NAN,
+                p95: f64::NAN,
                 p99: f64::NAN,
                 max: f64::NAN,
             };
@@ -92,6 +94,7 @@ impl Percentiles {
         Percentiles {
             p50: at(0.50),
             p90: at(0.90),
+            p95: at(0.95),
             p99: at(0.99),
             max: samples[samples.len() - 1],
         }

@@ -7,11 +7,13 @@
 //!   SubmitBatch), W2 end to end, W3 round trip, and W5, the no-work Echo reference.
 //! - [`progress`]: W4, progress delivery to 1 to 10,000 watchers.
 //! - [`pressure`]: W6 API latency under a saturated CPU pool, W7 a deep queue.
-//! - [`target`], [`load`]: the server under test and the client side.
+//! - [`target`], [`load`]: the server under test and the client side; [`probe`]: W6's
+//!   client and bare echo limit, each a process of its own.
 //! - [`report`]: the results and their formats.
 
 pub mod load;
 pub mod pressure;
+pub mod probe;
 pub mod progress;
 pub mod report;
 pub mod target;

@@ -1,5 +1,6 @@
-//! W6 and W7: the API under pressure. W6 measures GetStatus latency while the CPU pool is
-//! saturated, against idle; W7 the memory each queued job costs and the submit rate with a
+//! W6 and W7: the API under pressure. W6 measures GetStatus latency from a client in
+//! another process while the CPU pool is saturated, against idle, beside a bare echo's
+//! under the same load; W7 the memory each queued job costs and the submit rate with a
 //! deep queue, against an empty one.
 
 use std::time::{Duration, Instant};
@@ -7,49 +8,85 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tonic::transport::Channel;
 
+use crate::exec::CpuPriority;
 use crate::pb;
 use crate::pb::job_service_client::JobServiceClient;
 use crate::pb::json::json_to_struct;
 
 use super::Sizes;
-use super::load::{Percentiles, err, micros, noop_request};
+use super::load::{err, noop_request};
+use super::probe::{BusyCores, EchoProcess, probe};
 use super::target::{Target, rss_bytes};
 use super::workloads::{Figure, batch_rate, submit_rate};
 
-async fn get_status_latency(
-    client: &mut JobServiceClient<Channel>,
-    id: &str,
-    calls: usize,
-) -> Result<Percentiles, String> {
-    let mut samples = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let started = Instant::now();
-        client
-            .get_status(pb::GetStatusRequest {
-                namespace: String::new(),
-                id: id.to_string(),
-                wait: None,
-            })
-            .await
-            .map_err(err)?;
-        samples.push(micros(started.elapsed()));
-    }
-    Ok(Percentiles::of(samples))
-}
-
-/// W6: GetStatus p50/p99 idle, then with every CPU thread busy on demo.cpu.
+/// W6: GetStatus latency from a client in another process, idle and with every CPU
+/// thread busy on demo.cpu; then, in the same run, the limit: a bare tonic echo in a
+/// process of its own, idle and with busy loops on every core at the CPU pool's priority.
 pub async fn w6(target: &Target, sizes: &Sizes) -> Result<Vec<Figure>, String> {
     let mut client = target.jobs().await.map_err(err)?;
-    let probe = client
+    let probe_job = client
         .submit(noop_request(true))
         .await
         .map_err(err)?
         .into_inner();
-    let id = probe.job.map(|j| j.id).unwrap_or_default();
-    get_status_latency(&mut client, &id, 100).await?; // warm up
-    let idle = get_status_latency(&mut client, &id, sizes.w6_calls).await?;
-
+    let id = probe_job.job.map(|j| j.id).unwrap_or_default();
+    let calls = sizes.w6_calls;
+    let idle = probe(&target.url, Some(&id), calls).await?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let burners = saturate(&mut client, threads).await?;
+    let busy = probe(&target.url, Some(&id), calls).await;
+    for id in burners {
+        let cancel = pb::CancelRequest {
+            id,
+            ..Default::default()
+        };
+        let _ = client.cancel(cancel).await;
+    }
+    let busy = busy?;
+
+    let echo = EchoProcess::start().await?;
+    let echo_idle = probe(&echo.url, None, calls).await?;
+    let load = BusyCores::start(threads, CpuPriority::Idle)?;
+    let echo_busy = probe(&echo.url, None, calls).await;
+    drop(load);
+    let echo_busy = echo_busy?;
+
+    let mut figures = Vec::new();
+    let mut add = |what: String, unit, value| {
+        figures.push(Figure {
+            workload: "W6",
+            what,
+            unit,
+            value,
+        })
+    };
+    let rows = [
+        ("GetStatus", "idle", idle),
+        ("GetStatus", "CPU pool saturated", busy),
+        ("limit (bare echo)", "idle", echo_idle),
+        ("limit (bare echo)", "cores busy", echo_busy),
+    ];
+    for (call, load, m) in rows {
+        for (p, value) in [("p50", m.p50), ("p95", m.p95), ("p99", m.p99)] {
+            add(format!("{call} {p}, {load}"), "µs", value);
+        }
+    }
+    add(
+        "GetStatus p99 saturated / idle".into(),
+        "x",
+        busy.p99 / idle.p99,
+    );
+    let echo_ratio = echo_busy.p99 / echo_idle.p99;
+    add("limit (bare echo): p99 busy / idle".into(), "x", echo_ratio);
+    Ok(figures)
+}
+
+/// Submits 2 endless demo.cpu jobs per CPU thread and waits until every thread runs one;
+/// returns their ids.
+async fn saturate(
+    client: &mut JobServiceClient<Channel>,
+    threads: usize,
+) -> Result<Vec<String>, String> {
     let burn = json!({ "rounds": 1_000_000_000u64 });
     let mut burners = Vec::new();
     for _ in 0..threads * 2 {
@@ -62,44 +99,16 @@ pub async fn w6(target: &Target, sizes: &Sizes) -> Result<Vec<Figure>, String> {
         burners.push(job.map(|j| j.id).unwrap_or_default());
     }
     let give_up = Instant::now() + Duration::from_secs(30);
-    while client
-        .get_stats(pb::GetStatsRequest {
-            namespace: String::new(),
-        })
-        .await
-        .map_err(err)?
-        .into_inner()
-        .running
-        < threads as u64
-    {
+    loop {
+        let stats = client.get_stats(pb::GetStatsRequest::default()).await;
+        if stats.map_err(err)?.into_inner().running >= threads as u64 {
+            return Ok(burners);
+        }
         if Instant::now() > give_up {
             return Err("the CPU pool never filled".into());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let busy = get_status_latency(&mut client, &id, sizes.w6_calls).await;
-    for id in burners {
-        let _ = client
-            .cancel(pb::CancelRequest {
-                namespace: String::new(),
-                id,
-            })
-            .await;
-    }
-    let busy = busy?;
-    let f = |what: &str, unit, value| Figure {
-        workload: "W6",
-        what: what.into(),
-        unit,
-        value,
-    };
-    Ok(vec![
-        f("GetStatus p50, idle", "µs", idle.p50),
-        f("GetStatus p99, idle", "µs", idle.p99),
-        f("GetStatus p50, CPU pool saturated", "µs", busy.p50),
-        f("GetStatus p99, CPU pool saturated", "µs", busy.p99),
-        f("p99 saturated / p99 idle", "x", busy.p99 / idle.p99),
-    ])
 }
 
 /// W7: submit rate on an empty queue, then fill the queue (SubmitBatch, jobs due in 30

@@ -73,6 +73,12 @@ pub enum Command {
     Stats,
     /// Measure throughput and latency (workloads W1-W7) and print a table.
     Bench(bench::BenchArgs),
+    /// W6's client process: times sequential calls and prints percentiles as JSON.
+    #[command(hide = true)]
+    BenchProbe(crate::bench::probe::ProbeArgs),
+    /// W6's limit: a bare tonic echo server; prints its URL, stops when stdin closes.
+    #[command(hide = true)]
+    BenchEcho,
 }
 
 /// Flags of `spindle submit`.
@@ -177,7 +183,7 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
     let json = cli.json;
     let mut c = client::connect(&cli.server, &cli.namespace).await?;
     match command {
-        Command::Serve(_) | Command::Bench(_) => {}
+        Command::Serve(_) | Command::Bench(_) | Command::BenchProbe(_) | Command::BenchEcho => {}
         Command::Submit(args) => {
             let job = client::submit(&mut c, &args).await?;
             if json {

@@ -48,6 +48,13 @@ impl CpuPool {
         self.pool.current_num_threads()
     }
 
+    /// Starts `work` on the pool without waiting for it (the benchmark's busy loops).
+    pub fn spawn(&self, work: impl FnOnce() + Send + 'static) {
+        self.pool.spawn(move || {
+            let _ = catch_unwind(AssertUnwindSafe(work));
+        });
+    }
+
     /// Runs `work` on the pool and resolves with its output, or with its panic message.
     /// The caller bounds how many of these are in flight, so rayon's own queue stays empty.
     pub async fn run<F, R>(&self, work: F) -> Result<R, Panicked>

@@ -70,7 +70,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         });
     let greet = JobKind::io("greet", "Greets someone, slowly.", greet);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+    // The address: the first argument, else SPINDLE_ADDR, else the default.
+    let addr = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("SPINDLE_ADDR").ok())
+        .unwrap_or_else(|| "127.0.0.1:50051".into());
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "custom_kind: cannot listen on {addr}: {e}. Is another Spindle running there? \
+                 Give another address: cargo run --example custom_kind -- 127.0.0.1:50052"
+            );
+            std::process::exit(1);
+        }
+    };
+    eprintln!("custom_kind: serving on {addr} with text.wordcount and greet; Ctrl-C stops it");
     Spindle::new(ServeConfig::default())
         .with_kind(wordcount)
         .with_kind(greet)

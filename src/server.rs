@@ -176,7 +176,19 @@ impl Spindle {
             None => open_store(&self.config.store).await?,
         };
         let engine = Engine::start(&self.config.engine, registry, store).await?;
+        let shown = |path: &std::path::Path| {
+            let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            absolute.display().to_string()
+        };
+        let folders = Folders {
+            data: match &self.config.store {
+                StoreConfig::Memory => "none (memory store: nothing is kept)".into(),
+                StoreConfig::Sqlite { data_dir } => shown(data_dir),
+            },
+            files: shown(&self.config.files_dir),
+        };
         Ok(Prepared {
+            folders,
             listener,
             engine,
             grace: self.config.shutdown_grace,
@@ -202,9 +214,17 @@ async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, ServeError> 
     }
 }
 
+/// Where a server keeps its jobs and files, as the start-up log names them.
+#[derive(Debug, Clone)]
+struct Folders {
+    data: String,
+    files: String,
+}
+
 /// A server whose engine runs, ready to serve.
 #[derive(Debug)]
 pub struct Prepared {
+    folders: Folders,
     listener: TcpListener,
     engine: Engine,
     grace: Duration,
@@ -241,6 +261,7 @@ impl Prepared {
             api,
             echo,
             grace: self.grace,
+            folders: self.folders,
         };
         serve_engine(incoming, addr, serving, shutdown).await
     }
@@ -254,6 +275,7 @@ struct Serving {
     api: JobApi,
     echo: Option<BenchServer<EchoApi>>,
     grace: Duration,
+    folders: Folders,
 }
 
 async fn serve_engine(
@@ -267,6 +289,7 @@ async fn serve_engine(
         api,
         echo,
         grace,
+        folders,
     }: Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -305,7 +328,7 @@ async fn serve_engine(
     let server =
         router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     tokio::pin!(server);
-    tracing::info!(%addr, "serving spindle.v1.JobService");
+    tracing::info!(%addr, data = %folders.data, files = %folders.files, "serving spindle.v1.JobService");
 
     tokio::select! {
         result = &mut server => {

@@ -205,14 +205,34 @@ async fn errors_read_like_a_person_wrote_them() {
 
     let out = spindle(&url, &["submit", "demo.sleep", "--arg", "seconds=soon"]).await;
     assert_eq!(out.code, 3);
-    assert!(out.stderr.contains("\n  args.seconds: "), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "spindle: invalid args: args.seconds: expected a number, got the string \"soon\"",
+        "said once, in plain words"
+    );
+    let json = spindle(
+        &url,
+        &["submit", "demo.sleep", "--arg", "seconds=soon", "--json"],
+    )
+    .await;
+    let message = json_lines(&json.stdout)[0]["error"]["message"].clone();
+    assert_eq!(
+        message.as_str().unwrap().matches("args.seconds").count(),
+        1,
+        "{message}"
+    );
+
+    // host:port, as grpcurl takes it, works as well as a URL.
+    let host_port = url.trim_start_matches("http://");
+    let out = spindle(host_port, &["jobs"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
 
     let out = spindle("http://127.0.0.1:1", &["kinds"]).await;
     assert_eq!(out.code, 69);
-    assert!(
-        out.stderr.contains("cannot reach http://127.0.0.1:1"),
-        "{}",
-        out.stderr
+    assert_eq!(
+        out.stderr.trim(),
+        "spindle: cannot reach http://127.0.0.1:1: nothing answers there. Start a server with \
+         `spindle serve` (or point --server or SPINDLE_SERVER at one)"
     );
 
     for bad in [
@@ -220,6 +240,8 @@ async fn errors_read_like_a_person_wrote_them() {
         &["jobs", "--limit", "0"],
         &["nope"],
         &["submit", "demo.sleep", "--arg", "novalue"],
+        &["jobs", "--state", "done"],
+        &["submit", "demo.sleep", "--delay", "-5s"],
     ] {
         let out = spindle(&url, bad).await;
         assert_eq!(out.code, 64, "{bad:?}: {}", out.stderr);

@@ -67,7 +67,7 @@ async fn file_jobs_cannot_escape_the_files_directory() {
 
     let outside_path = outside.path().to_str().unwrap();
     let cases = [
-        (json!({"path": "../etc/passwd"}), Code::InvalidArgument),
+        (json!({"path": "../etc/passwd"}), Code::PermissionDenied),
         (json!({"path": outside_path}), Code::PermissionDenied),
         (json!({"path": "/etc/passwd"}), Code::PermissionDenied),
         (json!({"path": "sneaky.txt"}), Code::PermissionDenied),

@@ -1,7 +1,8 @@
 //! README.md works verbatim: its blocks marked `sh runnable` or `python runnable` run in
-//! order, in one shell, against the real binary started as the README starts it (default
-//! address 127.0.0.1:50051, data and files folders in the working directory), with
-//! `spindle` on PATH. Then `examples/client.rs` runs against the same server. Needs grpcurl
+//! order, in one shell, against the real binary started as the README starts it (data and
+//! files folders in the working directory), with `spindle` on PATH. One change: the
+//! server listens on a port of its own and the blocks' 127.0.0.1:50051 becomes that
+//! address (`SPINDLE_SERVER` too), so the tests pass while the README's own server runs. Then `examples/client.rs` runs against the same server. Needs grpcurl
 //! and the Python client's packages: skips, saying so, without them; fails when CI is set.
 
 mod common;
@@ -80,8 +81,9 @@ fn binary_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `program` with `spindle` and the Python client found as the README says.
-fn run(mut command: Command) -> String {
+/// Runs `program` with `spindle` and the Python client found as the README says, and the
+/// CLI pointed at `server`.
+fn run(mut command: Command, server: &str) -> String {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![binary_dir()];
     paths.extend(std::env::split_paths(&path));
@@ -89,7 +91,8 @@ fn run(mut command: Command) -> String {
     let out = command
         .env("PATH", std::env::join_paths(paths).expect("PATH"))
         .env("PYTHONPATH", repo.join("clients/python"))
-        .env_remove("SPINDLE_SERVER")
+        .env("SPINDLE_SERVER", server)
+        .env_remove("SPINDLE_NAMESPACE")
         .output()
         .expect("run");
     let text = format!(
@@ -111,22 +114,20 @@ fn readme_runnable_blocks_and_the_rust_client_example_work() {
         .expect("README.md");
     let blocks = runnable_blocks(&readme);
     assert!(blocks.len() >= 8, "README.md lost its runnable blocks");
-    if std::net::TcpListener::bind(README_ADDR).is_err() {
-        panic!("{README_ADDR} is taken: the README's commands use the default address");
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut serve = Command::new(env!("CARGO_BIN_EXE_spindle"));
     serve
         .current_dir(dir.path())
-        .env_remove("SPINDLE_ADDR")
+        .env("SPINDLE_ADDR", "127.0.0.1:0")
         .env_remove("SPINDLE_DATA_DIR")
         .env_remove("SPINDLE_FILES_DIR");
     let server = Process::spawn(serve);
-    assert_eq!(server.addr, README_ADDR);
+    let url = server.url();
 
+    let script = script(&blocks).replace(README_ADDR, &server.addr);
     let mut bash = Command::new("bash");
-    bash.arg("-c").arg(script(&blocks)).current_dir(dir.path());
-    let output = run(bash);
+    bash.arg("-c").arg(script).current_dir(dir.path());
+    let output = run(bash, &url);
     for expected in [
         "slept_seconds",               // spindle watch printed the result
         "JOB_STATE_SUCCEEDED",         // grpcurl's GetStatus
@@ -142,7 +143,7 @@ fn readme_runnable_blocks_and_the_rust_client_example_work() {
     }
 
     let example = binary_dir().join("examples").join("client");
-    let output = run(Command::new(example));
+    let output = run(Command::new(example), &url);
     assert!(output.contains("finished: Succeeded"), "{output}");
     assert!(output.contains("refused: InvalidArgument"), "{output}");
 }

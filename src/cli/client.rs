@@ -63,10 +63,14 @@ impl CliError {
             (Code::NotFound, Some(id)) => format!("no job {id} on {server}"),
             (Code::Unavailable, _) => format!("{server} is unavailable: {}", status.message()),
             _ => {
+                // Each violation once: the message often is the one violation already.
                 let mut text = status.message().to_string();
                 if let Some(bad) = status.get_details_bad_request() {
                     for v in bad.field_violations {
-                        text.push_str(&format!("\n  {}: {}", v.field, v.description));
+                        let line = format!("{}: {}", v.field, v.description);
+                        if !text.contains(&line) {
+                            text.push_str(&format!("\n  {line}"));
+                        }
                     }
                 }
                 text
@@ -107,19 +111,49 @@ pub async fn connect(server: &str, namespace: &str) -> Result<Remote, CliError> 
     })
 }
 
-/// Connects the generated client to the server.
+/// Connects the generated client to the server: a URL, or `host:port` as grpcurl takes it.
 async fn connect_client(server: &str) -> Result<Client, CliError> {
-    let endpoint = Channel::from_shared(server.to_string())
-        .map_err(|e| CliError::Usage(format!("--server {server:?} is not a URL: {e}")))?
+    let url = if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    };
+    let bad_url = |why: String| {
+        CliError::Usage(format!(
+            "--server {server:?} is not an address like 127.0.0.1:50051 or http://host:port: {why}"
+        ))
+    };
+    let parsed: tonic::codegen::http::Uri = url.parse().map_err(|e| bad_url(format!("{e}")))?;
+    if parsed.host().is_none() {
+        return Err(bad_url("no host".into()));
+    }
+    let endpoint = Channel::from_shared(url)
+        .map_err(|e| bad_url(e.to_string()))?
         .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| CliError::Unreachable {
+    let channel = endpoint.connect().await.map_err(|e| {
+        let detail = source_chain(&e);
+        let refused = detail.contains("Connection refused");
+        CliError::Unreachable {
             server: server.to_string(),
-            detail: source_chain(&e),
-        })?;
+            detail: if refused {
+                "nothing answers there. Start a server with `spindle serve` (or point --server \
+                 or SPINDLE_SERVER at one)"
+                    .into()
+            } else {
+                last_cause(&e)
+            },
+        }
+    })?;
     Ok(JobServiceClient::new(channel))
+}
+
+/// The innermost cause of an error: transport errors wrap the same text several times.
+fn last_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// An error and its causes, joined (tonic's top-level transport error says little).

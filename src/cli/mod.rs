@@ -99,10 +99,10 @@ pub struct SubmitArgs {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
     /// Run no earlier than this from now, e.g. 30s, 5m.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub delay: Option<Duration>,
     /// Fail an attempt that runs longer than this.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
     /// Attempts in all (1 = no retry); default: the kind's policy.
     #[arg(long)]
@@ -128,16 +128,15 @@ pub struct StatusArgs {
     /// The job id.
     pub id: String,
     /// Wait up to this long for the job to finish, e.g. 30s.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub wait: Option<Duration>,
 }
 
 /// Flags of `spindle jobs`.
 #[derive(Debug, Clone, Args)]
 pub struct JobsArgs {
-    /// Only jobs in this state (queued, running, succeeded, failed, cancelled, scheduled,
-    /// retry_wait).
-    #[arg(long)]
+    /// Only jobs in this state.
+    #[arg(long, value_parser = ["scheduled", "queued", "running", "retry_wait", "succeeded", "failed", "cancelled"])]
     pub state: Option<String>,
     /// Only jobs of this kind.
     #[arg(long)]
@@ -238,7 +237,13 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 days").is_err());
+        assert_eq!(
+            parse_duration("5 days"),
+            Ok(Duration::from_secs(5 * 86_400))
+        );
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
+        assert!(parse_duration("soonish").unwrap_err().contains("1h30m"));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_queue_limit("mail=4"), Ok(("mail".to_string(), 4)));
         assert!(parse_queue_limit("mail").is_err());

@@ -38,6 +38,11 @@ fn time(ts: &Option<prost_types::Timestamp>) -> Value {
     ts.as_ref().map_or(Value::Null, |t| json!(t.to_string()))
 }
 
+/// A duration as seconds (a number, so scripts need not parse units).
+fn duration(d: &prost_types::Duration) -> Value {
+    json!(d.seconds as f64 + f64::from(d.nanos) / 1e9)
+}
+
 fn value(v: &Option<prost_types::Value>) -> Value {
     v.clone().map_or(Value::Null, |v| {
         value_to_json(v, "value").unwrap_or(Value::Null)
@@ -87,6 +92,16 @@ pub fn job_json(job: &pb::Job) -> Value {
         "cancel_requested": job.cancel_requested,
         "idempotency_key": job.idempotency_key,
         "last_seq": job.last_seq,
+        "namespace": job.namespace,
+        "timeout": job.timeout.map(|d| duration(&d)),
+        "retry": job.retry.as_ref().map(|r| json!({
+            "max_attempts": r.max_attempts,
+            "initial_backoff": r.initial_backoff.map(|d| duration(&d)),
+            "max_backoff": r.max_backoff.map(|d| duration(&d)),
+            "multiplier": r.multiplier,
+            "jitter": r.jitter,
+        })),
+        "expires_at": time(&job.expires_at),
     })
 }
 
@@ -212,25 +227,14 @@ pub fn jobs_table(jobs: &[pb::Job]) -> String {
             ]
         })
         .collect();
-    let header = ["ID", "KIND", "STATE", "PROGRESS", "ATTEMPT", "AGE"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    std::iter::once(&header)
-        .chain(rows.iter())
-        .map(|row| {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            cells.join("  ").trim_end().to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header(["ID", "KIND", "STATE", "PROGRESS", "ATTEMPT", "AGE"])
+        .add_rows(rows);
+    // The preset pads each cell with a space on both sides: trim the line ends.
+    let lines: Vec<String> = table.lines().map(|line| line.trim().to_string()).collect();
+    lines.join("\n")
 }
 
 /// A kind as one JSON object.
@@ -258,12 +262,21 @@ pub fn kind_text(kind: &pb::JobKind) -> String {
     } else {
         "io"
     };
-    let mut lines = vec![format!("{}  ({pool})  {}", kind.name, kind.description)];
+    // Descriptions come from doc comments and may span lines: one line each, so nothing
+    // wraps back to the margin.
+    let one_line = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut lines = vec![format!(
+        "{}  ({pool})  {}",
+        kind.name,
+        one_line(&kind.description)
+    )];
     for f in &kind.fields {
         let required = if f.required { ", required" } else { "" };
         lines.push(format!(
             "    {} ({}{required})  {}",
-            f.name, f.r#type, f.description
+            f.name,
+            f.r#type,
+            one_line(&f.description)
         ));
     }
     lines.join("\n")

@@ -170,20 +170,29 @@ pub fn parse_queue_limit(text: &str) -> Result<(String, usize), String> {
 /// Parses "500ms", "30s", "2m", "1h", "7d" or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if text.starts_with('-') {
+        return Err(format!("{text:?}: a duration must not be negative"));
+    }
+    // One number and one unit, decimals allowed (1.5, 0.5s, 2m); else humantime's forms
+    // (1h30m, 2days 4h, 250ms).
+    simple_duration(text)
+        .or_else(|| humantime::parse_duration(text).ok())
+        .ok_or_else(|| format!("{text:?} is not a duration like 500ms, 30s, 1.5m, 1h30m or 7d"))
+}
+
+fn simple_duration(text: &str) -> Option<Duration> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 2m or 1h"))?;
+    let value: f64 = number.parse().ok()?;
     let scale = match unit.trim() {
         "ms" => 0.001,
         "" | "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
         "d" => 86_400.0,
-        other => return Err(format!("unknown unit {other:?}; use ms, s, m, h or d")),
+        _ => return None,
     };
-    Duration::try_from_secs_f64(value * scale).map_err(|e| e.to_string())
+    Duration::try_from_secs_f64(value * scale).ok()
 }

@@ -27,6 +27,8 @@ pub async fn watch(r: &mut Remote, id: &str, json: bool) -> Result<u8, CliError>
     let mut after = 0u64;
     let mut last_contact = Instant::now();
     let mut delay = Duration::from_millis(200);
+    // Say once per outage that the stream was lost, not once per attempt to resume.
+    let mut outage_told = false;
     loop {
         let request = pb::WatchProgressRequest {
             id: id.to_string(),
@@ -41,6 +43,7 @@ pub async fn watch(r: &mut Remote, id: &str, json: bool) -> Result<u8, CliError>
                         Ok(Some(event)) => {
                             after = event.seq;
                             last_contact = Instant::now();
+                            outage_told = false;
                             delay = Duration::from_millis(200);
                             if let Some(code) = display.show(&event) {
                                 return Ok(code);
@@ -64,7 +67,10 @@ pub async fn watch(r: &mut Remote, id: &str, json: bool) -> Result<u8, CliError>
                 ),
             });
         }
-        display.note(&format!("connection lost; resuming after seq {after}"));
+        if !outage_told {
+            display.note(&format!("connection lost; resuming after seq {after}"));
+            outage_told = true;
+        }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }

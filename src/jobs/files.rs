@@ -154,8 +154,8 @@ impl FilesDir {
         Ok((dir, name))
     }
 
-    /// A client path as a path relative to the root; `..`, NUL and empty paths are
-    /// refused outright, an absolute path must lie under the root.
+    /// A client path as a path relative to the root; NUL and empty paths are malformed,
+    /// `..` is refused as a way out, an absolute path must lie under the root.
     fn relative(&self, field: &str, path: &str) -> Result<PathBuf, ArgsError> {
         if path.is_empty() {
             return Err(ArgsError::invalid(field, "must not be empty"));
@@ -165,7 +165,11 @@ impl FilesDir {
         }
         let path = Path::new(path);
         if path.components().any(|c| c == Component::ParentDir) {
-            return Err(ArgsError::invalid(field, "must not contain '..'"));
+            // A way out of the files folder, refused as every other way out is.
+            return Err(ArgsError::denied(
+                field,
+                "must not contain '..': paths stay inside the server's files folder",
+            ));
         }
         if path.is_absolute() {
             return match path.strip_prefix(&self.root) {
@@ -234,7 +238,7 @@ mod tests {
         let (tmp, files) = setup();
         assert_eq!(
             kind(files.input("path", "../secret.txt")),
-            ArgsErrorKind::Invalid
+            ArgsErrorKind::PermissionDenied
         );
         let outside = tmp.path().join("secret.txt");
         assert_eq!(

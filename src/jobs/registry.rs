@@ -302,8 +302,38 @@ pub fn parse_args<A: DeserializeOwned>(args: &Value) -> Result<A, ArgsError> {
                 format!("{path}.{name}")
             };
         }
-        ArgsError::invalid(&path, message)
+        ArgsError::invalid(&path, plain(&message))
     })
+}
+
+/// serde's message in words a client in any language reads: `invalid type: string
+/// "soon", expected f64` becomes `expected a number, got the string "soon"`.
+fn plain(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message.to_string();
+    };
+    let Some((got, want)) = rest.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let want = match want {
+        "f64" | "f32" => "a number",
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "a sequence" => "a list",
+        "a map" => "an object",
+        w if w.starts_with("struct ") => "an object",
+        w => w,
+    };
+    let got = got.replace('`', "");
+    let got = match got.split_once(' ') {
+        Some(("string", text)) => format!("the string {text}"),
+        Some(("integer" | "floating", _)) => {
+            format!("the number {}", got.rsplit(' ').next().unwrap_or_default())
+        }
+        Some(("boolean", value)) => value.to_string(),
+        _ => got,
+    };
+    format!("expected {want}, got {got}")
 }
 
 fn quoted_field<'m>(message: &'m str, prefixes: &[&str]) -> Option<&'m str> {
@@ -415,6 +445,32 @@ mod tests {
                 Ok(())
             })
             .build()
+    }
+
+    #[test]
+    fn type_errors_read_in_plain_words() {
+        let cases = [
+            (
+                json!({"count": "soon"}),
+                "expected a whole number, 0 or more, got the string \"soon\"",
+            ),
+            (
+                json!({"count": 1.5}),
+                "expected a whole number, 0 or more, got the number 1.5",
+            ),
+            (
+                json!({"count": null}),
+                "expected a whole number, 0 or more, got null",
+            ),
+            (
+                json!({"count": 1, "nested": 3}),
+                "expected an object, got the number 3",
+            ),
+        ];
+        for (args, expected) in cases {
+            let error = parse_args::<Args>(&args).err().expect("refused");
+            assert_eq!(error.violations[0].description, expected, "{args}");
+        }
     }
 
     #[tokio::test]

@@ -28,7 +28,18 @@ pub fn struct_to_json(
 
 pub fn value_to_json(v: prost_types::Value, field: &str) -> Result<Json, FieldViolation> {
     Ok(match v.kind {
-        None | Some(Kind::NullValue(_)) => Json::Null,
+        Some(Kind::NullValue(_)) => Json::Null,
+        // A Value with no kind is what a client sends when it names the kind field in a
+        // way its library does not know (JavaScript's protobufjs wants numberValue, not
+        // number_value): say so rather than read it as null.
+        None => {
+            return Err(FieldViolation::new(
+                field,
+                "holds no value: a google.protobuf.Value needs one of null_value, \
+                 number_value, string_value, bool_value, struct_value or list_value \
+                 (numberValue, stringValue, ... in JavaScript)",
+            ));
+        }
         Some(Kind::BoolValue(b)) => Json::Bool(b),
         Some(Kind::StringValue(s)) => Json::String(s),
         Some(Kind::NumberValue(n)) => {

@@ -205,7 +205,7 @@ def test_path_outside_the_files_folder_is_refused(client):
     with pytest.raises(PermissionDenied) as raised:
         client.submit("file.checksum", {"path": "/etc/passwd"})
     assert [v.field for v in raised.value.violations] == ["args.path"]
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(PermissionDenied) as raised:
         client.submit("file.checksum", {"path": "../../etc/passwd"})
     assert [v.field for v in raised.value.violations] == ["args.path"]
 

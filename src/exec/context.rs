@@ -187,20 +187,28 @@ impl JobContext {
         self.inner.cancel.cancelled()
     }
 
-    /// Takes what was reported since the last call.
+    /// Takes what was reported since the last call; nothing if a handler thread holds the
+    /// buffer right now (it wakes the driver when it lets go, so nothing waits long).
     pub(crate) fn take_pending(&self) -> Vec<EventData> {
-        std::mem::take(&mut self.lock().events)
+        self.try_lock()
+            .map(|mut pending| std::mem::take(&mut pending.events))
+            .unwrap_or_default()
     }
 
-    /// Whether anything was reported since the last take.
+    /// Whether anything was reported since the last take (yes, if a handler thread is
+    /// reporting right now).
     pub(crate) fn has_pending(&self) -> bool {
-        !self.lock().events.is_empty()
+        self.try_lock()
+            .is_none_or(|pending| !pending.events.is_empty())
     }
 
     /// Takes what was reported if it is progress alone (the newest report): `Ok(None)`
     /// if nothing was, `Err(())` (taking nothing) if log lines wait.
     pub(crate) fn take_progress_only(&self) -> Result<Option<Progress>, ()> {
-        let mut pending = self.lock();
+        // A handler thread holds the buffer: it wakes the driver again when it lets go.
+        let Some(mut pending) = self.try_lock() else {
+            return Ok(None);
+        };
         match pending.events.as_slice() {
             [] => Ok(None),
             [EventData::Progress(_)] => match pending.events.pop() {
@@ -221,8 +229,21 @@ impl JobContext {
         self.inner.driver.wake();
     }
 
+    /// For the handler's side, which may wait: the driver never holds the lock long.
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For the driver's side, on a tokio worker, which must never wait for a CPU thread:
+    /// one at SCHED_IDLE that was preempted while holding the lock may not run again for
+    /// milliseconds, and a tokio worker blocked behind it stalls every call it serves
+    /// (measured: waits of up to 4 ms under a saturated CPU pool).
+    fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, Pending>> {
+        match self.inner.pending.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 }
 
@@ -265,6 +286,30 @@ mod tests {
             serde_json::json!({"n": 3}),
             CancellationToken::new(),
         )
+    }
+
+    #[test]
+    fn the_driver_never_waits_for_a_handler_thread_holding_the_buffer() {
+        let ctx = ctx();
+        ctx.report(1, 10);
+        let held = ctx.lock(); // as a CPU thread preempted mid-report would
+        let (tx, rx) = std::sync::mpsc::channel();
+        let driver = ctx.clone();
+        std::thread::spawn(move || {
+            let taken = (
+                driver.take_pending(),
+                driver.take_progress_only(),
+                driver.has_pending(),
+            );
+            let _ = tx.send(taken);
+        });
+        let (pending, progress, has) = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the driver's side waited for the lock");
+        assert!(pending.is_empty() && progress == Ok(None) && has);
+        drop(held);
+        let reported = vec![EventData::Progress(Progress::counted(1, 10))];
+        assert_eq!(ctx.take_pending(), reported, "kept for the next take");
     }
 
     #[test]

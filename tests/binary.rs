@@ -13,6 +13,20 @@ use rustix::process::Signal;
 async fn serves_by_default_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Process::start(dir.path(), &[]);
+    let serving = server
+        .log
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    let data = std::fs::canonicalize(dir.path().join("data")).unwrap();
+    let files = std::fs::canonicalize(dir.path().join("files")).unwrap();
+    assert!(
+        serving.contains(&format!("data={}", data.display()))
+            && serving.contains(&format!("files={}", files.display())),
+        "the start-up line names the folders: {serving}"
+    );
     let channel = tonic::transport::Channel::from_shared(server.url())
         .unwrap()
         .connect()

@@ -290,6 +290,7 @@ async fn watch_resumes_after_a_server_restart() {
     let mut watch = Command::new(env!("CARGO_BIN_EXE_spindle"))
         .args(["watch", &id, "--json", "--server", &url])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
@@ -300,10 +301,22 @@ async fn watch_resumes_after_a_server_restart() {
     }
     server.signal(rustix::process::Signal::TERM);
     assert!(server.wait_exit(Duration::from_secs(10)).success());
+    // An outage long enough for several attempts to resume (200, 400, 800 ms apart).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let _restarted = Process::start(dir.path(), &args);
     while let Some(line) = lines.next_line().await.unwrap() {
         events.push(serde_json::from_str(&line).unwrap());
     }
+    let mut told = String::new();
+    let mut stderr = watch.stderr.take().unwrap();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut told)
+        .await
+        .unwrap();
+    assert_eq!(
+        told.matches("connection lost").count(),
+        1,
+        "said once per outage: {told}"
+    );
     let status = watch.wait().await.unwrap();
     assert_eq!(
         status.code(),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, TestServer, request};
+use common::{Client, TestServer, request, stats};
 use serde_json::json;
 use spindle::pb;
 use tonic::Code;
@@ -33,17 +33,6 @@ async fn status_code(client: &mut Client, namespace: &str, id: &str) -> Code {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
     }
-}
-
-async fn stats(client: &mut Client, namespace: &str) -> pb::Stats {
-    let request = pb::GetStatsRequest {
-        namespace: namespace.into(),
-    };
-    client
-        .get_stats(request)
-        .await
-        .expect("GetStats")
-        .into_inner()
 }
 
 #[tokio::test]

@@ -313,3 +313,52 @@ pub fn stats_text(stats: &pb::Stats) -> String {
         stats.cancelled_total,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_prints_one_line_per_description_however_its_doc_comment_wraps() {
+        let kind = pb::JobKind {
+            name: "k".into(),
+            description: "Counts words.\nSlowly,\n  on purpose.".into(),
+            fields: vec![pb::ArgField {
+                name: "text".into(),
+                r#type: "string".into(),
+                required: true,
+                description: "The text\nto count.".into(),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            kind_text(&kind),
+            "k  (io)  Counts words. Slowly, on purpose.\n    text (string, required)  The text to count."
+        );
+    }
+
+    #[test]
+    fn json_jobs_carry_what_the_api_returns() {
+        let job = pb::Job {
+            timeout: Some(prost_types::Duration {
+                seconds: 5,
+                nanos: 500_000_000,
+            }),
+            retry: Some(pb::RetryPolicy {
+                max_attempts: 3,
+                ..Default::default()
+            }),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
+            namespace: "team-a".into(),
+            ..Default::default()
+        };
+        let json = job_json(&job);
+        assert_eq!(json["timeout"], 5.5);
+        assert_eq!(json["retry"]["max_attempts"], 3);
+        assert!(json["expires_at"].is_string(), "{json}");
+        assert_eq!(json["namespace"], "team-a");
+    }
+}

@@ -209,6 +209,15 @@ pub async fn submit(client: &mut Client, kind: &str, args: Value) -> pb::Job {
         .expect("job")
 }
 
+/// One namespace's GetStats.
+pub async fn stats(client: &mut Client, namespace: &str) -> pb::Stats {
+    let request = pb::GetStatsRequest {
+        namespace: namespace.into(),
+    };
+    let answer = client.get_stats(request).await.expect("GetStats");
+    answer.into_inner()
+}
+
 /// Opens a WatchProgress stream without reading it.
 pub async fn open_watch(
     client: &mut Client,

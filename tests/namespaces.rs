@@ -94,7 +94,7 @@ async fn another_namespace_cannot_see_touch_or_count_a_job() {
 }
 
 #[tokio::test]
-async fn idempotency_keys_and_queues_are_per_namespace() {
+async fn idempotency_keys_are_per_namespace() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
     let mut keyed = request("demo.sleep", json!({"seconds": 0}));
@@ -202,4 +202,31 @@ async fn the_cli_acts_in_its_namespace() {
     let out = spindle(&["--namespace", "bad name", "jobs"], None).await;
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("namespace"));
+}
+
+#[tokio::test]
+async fn a_queue_limit_holds_for_each_namespace_queue_of_that_name() {
+    let server = TestServer::start_with(
+        |c| {
+            c.engine.queue_limits.insert("reports".into(), 1);
+        },
+        |s| s,
+    )
+    .await;
+    let mut c = server.client().await;
+    let mut report = request("demo.sleep", json!({"seconds": 30}));
+    report.queue = "reports".into();
+    for namespace in ["team-a", "team-a", "team-b"] {
+        submit_in(&mut c, namespace, report.clone()).await;
+    }
+    // One of team-a's runs and one waits; team-b's own "reports" is not held up by it.
+    let mut running = |namespace: &'static str| {
+        let mut c = c.clone();
+        async move { stats(&mut c, namespace).await.running }
+    };
+    common::eventually("each namespace's queue runs one job", async || {
+        running("team-a").await == 1 && running("team-b").await == 1
+    })
+    .await;
+    assert_eq!(stats(&mut c, "team-a").await.queued, 1);
 }

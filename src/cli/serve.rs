@@ -25,7 +25,8 @@ pub struct ServeArgs {
     /// How long finished jobs are kept, e.g. 7d, 12h.
     #[arg(long, env = "SPINDLE_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,
-    /// A queue's concurrency limit, as NAME=N; repeat for more queues.
+    /// A queue's concurrency limit, as NAME=N (each namespace's queue of that name); repeat
+    /// for more queues.
     #[arg(long = "queue-limit", env = "SPINDLE_QUEUE_LIMITS", value_delimiter = ',', value_parser = parse_queue_limit)]
     pub queue_limits: Vec<(String, usize)>,
     /// Address to listen on.

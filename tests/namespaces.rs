@@ -220,7 +220,7 @@ async fn a_queue_limit_holds_for_each_namespace_queue_of_that_name() {
         submit_in(&mut c, namespace, report.clone()).await;
     }
     // One of team-a's runs and one waits; team-b's own "reports" is not held up by it.
-    let mut running = |namespace: &'static str| {
+    let running = |namespace: &'static str| {
         let mut c = c.clone();
         async move { stats(&mut c, namespace).await.running }
     };

@@ -60,8 +60,8 @@ async fn run() -> ExitCode {
         Some(Command::BenchProbe(ref args)) => {
             return ExitCode::from(spindle::bench::probe::run_probe(args.clone()).await);
         }
-        Some(Command::BenchEcho) => {
-            return ExitCode::from(spindle::bench::probe::serve_echo().await);
+        Some(Command::BenchEcho(ref args)) => {
+            return ExitCode::from(spindle::bench::probe::serve_echo(args.clone()).await);
         }
         Some(_) => return ExitCode::from(spindle::cli::run_client(cli).await),
     };

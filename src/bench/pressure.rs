@@ -8,14 +8,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::exec::CpuPriority;
 use crate::pb;
 use crate::pb::job_service_client::JobServiceClient;
 use crate::pb::json::json_to_struct;
 
 use super::Sizes;
 use super::load::{err, noop_request};
-use super::probe::{BusyCores, EchoProcess, probe};
+use super::probe::{EchoProcess, probe};
 use super::target::{Target, rss_bytes};
 use super::workloads::{Figure, batch_rate, submit_rate};
 
@@ -44,12 +43,13 @@ pub async fn w6(target: &Target, sizes: &Sizes) -> Result<Vec<Figure>, String> {
     }
     let busy = busy?;
 
-    let echo = EchoProcess::start().await?;
+    let echo = EchoProcess::start(0).await?;
     let echo_idle = probe(&echo.url, None, calls).await?;
-    let load = BusyCores::start(threads, CpuPriority::Idle)?;
-    let echo_busy = probe(&echo.url, None, calls).await;
-    drop(load);
-    let echo_busy = echo_busy?;
+    drop(echo);
+    // The load inside the echo's process, as Spindle's CPU pool is inside Spindle's.
+    let echo = EchoProcess::start(threads).await?;
+    let echo_busy = probe(&echo.url, None, calls).await?;
+    drop(echo);
 
     let mut figures = Vec::new();
     let mut add = |what: String, unit, value| {

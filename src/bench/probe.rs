@@ -5,7 +5,8 @@
 //!   the percentiles as one JSON line;
 //! - the limit (`spindle bench-echo`, hidden): a bare tonic server with only
 //!   `Bench/Echo`, no engine, no store, no Spindle layers, which W6 measures with the same
-//!   probe while busy loops fill every core at the CPU pool's priority.
+//!   probe, idle, and (another one) with busy loops on every core at the CPU pool's
+//!   priority inside its own process, where Spindle's CPU pool is in Spindle's.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -147,9 +148,27 @@ pub async fn probe(url: &str, id: Option<&str>, calls: usize) -> Result<Measured
     serde_json::from_slice(&out.stdout).map_err(|e| format!("the probe's answer: {e}"))
 }
 
+/// Flags of the hidden `spindle bench-echo`.
+#[derive(Debug, Clone, Args)]
+pub struct EchoArgs {
+    /// Busy loops to run in this process, at SCHED_IDLE, while serving.
+    #[arg(long, default_value_t = 0)]
+    pub busy: usize,
+}
+
 /// Serves a bare Bench/Echo on 127.0.0.1 and prints its URL: `spindle bench-echo`. Stops
 /// when its stdin closes (its parent went away).
-pub async fn serve_echo() -> u8 {
+pub async fn serve_echo(args: EchoArgs) -> u8 {
+    let _load = match args.busy {
+        0 => None,
+        n => match BusyCores::start(n, CpuPriority::Idle) {
+            Ok(load) => Some(load),
+            Err(e) => {
+                eprintln!("spindle bench-echo: cannot start the busy loops: {e}");
+                return 1;
+            }
+        },
+    };
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(listener) => listener,
         Err(e) => {
@@ -218,9 +237,10 @@ pub struct EchoProcess {
 }
 
 impl EchoProcess {
-    pub async fn start() -> Result<EchoProcess, String> {
+    /// Starts one, with `busy` busy loops inside it.
+    pub async fn start(busy: usize) -> Result<EchoProcess, String> {
         let mut child = Command::new(spindle_exe()?)
-            .arg("bench-echo")
+            .args(["bench-echo", "--busy", &busy.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

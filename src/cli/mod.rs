@@ -78,7 +78,7 @@ pub enum Command {
     BenchProbe(crate::bench::probe::ProbeArgs),
     /// W6's limit: a bare tonic echo server; prints its URL, stops when stdin closes.
     #[command(hide = true)]
-    BenchEcho,
+    BenchEcho(crate::bench::probe::EchoArgs),
 }
 
 /// Flags of `spindle submit`.
@@ -182,7 +182,7 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
     let json = cli.json;
     let mut c = client::connect(&cli.server, &cli.namespace).await?;
     match command {
-        Command::Serve(_) | Command::Bench(_) | Command::BenchProbe(_) | Command::BenchEcho => {}
+        Command::Serve(_) | Command::Bench(_) | Command::BenchProbe(_) | Command::BenchEcho(_) => {}
         Command::Submit(args) => {
             let job = client::submit(&mut c, &args).await?;
             if json {

@@ -11,12 +11,11 @@ use serde_json::Value;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::report::Reporter;
 use super::{Engine, EngineError};
-use crate::exec::{HandlerError, JobContext, RunOutcome};
+use crate::exec::{HandlerError, JobContext, RunOutcome, StopSignal};
 use crate::model::job::{AttemptFailure, Failure, FailureKind, Job, JobId, JobState};
 
 /// Why a running job was asked to stop.
@@ -30,14 +29,14 @@ pub(crate) enum StopReason {
 /// The handle others use to stop a running job.
 #[derive(Debug)]
 pub(crate) struct RunControl {
-    token: CancellationToken,
+    signal: StopSignal,
     reason: Mutex<Option<StopReason>>,
 }
 
 impl RunControl {
     pub(crate) fn new() -> Self {
         RunControl {
-            token: CancellationToken::new(),
+            signal: StopSignal::default(),
             reason: Mutex::new(None),
         }
     }
@@ -48,7 +47,7 @@ impl RunControl {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert(reason);
-        self.token.cancel();
+        self.signal.stop();
     }
 
     pub(crate) fn stop_requested(&self) -> bool {
@@ -103,7 +102,7 @@ async fn drive_attempt(
                 job.id,
                 job.attempt,
                 job.spec.args.clone(),
-                control.token.clone(),
+                control.signal.clone(),
             );
             let run = engine.shared.executor.run(kind.handler(), ctx.clone());
             supervise(engine, &job, &ctx, control, run, &mut record_running).await

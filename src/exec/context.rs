@@ -61,6 +61,29 @@ impl From<std::io::Error> for HandlerError {
 /// What a handler returns.
 pub type JobResult = Result<Value, HandlerError>;
 
+/// How a running job is told to stop: a flag handler threads read without a lock, and the
+/// token async handlers await. (tokio-util's `CancellationToken::is_cancelled` takes a
+/// mutex: a CPU handler checking it every round holds that mutex much of the time, and at
+/// SCHED_IDLE, preempted while holding it, would block the tokio worker that cancels.)
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal {
+    flag: Arc<AtomicBool>,
+    token: CancellationToken,
+}
+
+impl StopSignal {
+    /// Tells the handler to stop.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Whether `stop` was called; one atomic load.
+    pub fn is_stopped(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
 /// The handle a running job works through. Clones share everything.
 #[derive(Clone, Debug)]
 pub struct JobContext {
@@ -72,7 +95,7 @@ struct Inner {
     id: JobId,
     attempt: u32,
     args: Value,
-    cancel: CancellationToken,
+    cancel: StopSignal,
     pending: Mutex<Pending>,
     /// Set by a report, cleared by the driver when it takes notice.
     reported: AtomicBool,
@@ -90,7 +113,7 @@ struct Pending {
 // === impl JobContext ===
 
 impl JobContext {
-    pub(crate) fn new(id: JobId, attempt: u32, args: Value, cancel: CancellationToken) -> Self {
+    pub(crate) fn new(id: JobId, attempt: u32, args: Value, cancel: StopSignal) -> Self {
         JobContext {
             inner: Arc::new(Inner {
                 id,
@@ -170,7 +193,7 @@ impl JobContext {
 
     /// Whether the job was asked to stop. CPU handlers check this between chunks of work.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel.is_cancelled()
+        self.inner.cancel.is_stopped()
     }
 
     /// `Err(Cancelled)` once the job was asked to stop, for use with `?` in loops.
@@ -184,7 +207,7 @@ impl JobContext {
 
     /// Resolves when the job is asked to stop; for `select!` in async handlers.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.inner.cancel.cancelled()
+        self.inner.cancel.token.cancelled()
     }
 
     /// Takes what was reported since the last call; nothing if a handler thread holds the
@@ -284,7 +307,7 @@ mod tests {
             JobId::new(),
             1,
             serde_json::json!({"n": 3}),
-            CancellationToken::new(),
+            StopSignal::default(),
         )
     }
 
@@ -353,7 +376,7 @@ mod tests {
         let ctx = ctx();
         assert_eq!(ctx.args::<A>().unwrap().n, 3);
         assert!(ctx.check_cancelled().is_ok());
-        ctx.inner.cancel.cancel();
+        ctx.inner.cancel.stop();
         assert!(matches!(
             ctx.check_cancelled(),
             Err(HandlerError::Cancelled)

@@ -5,7 +5,7 @@
 pub mod context;
 pub mod cpu;
 
-pub use context::{HandlerError, JobContext, JobResult};
+pub use context::{HandlerError, JobContext, JobResult, StopSignal};
 pub use cpu::{CpuPool, CpuPriority};
 
 use std::sync::Arc;

@@ -35,7 +35,10 @@ impl Checkpointer {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("spindle-db-checkpoint".into())
-            .spawn(move || run(&conn, &stopped))
+            .spawn(move || {
+                lower_priority();
+                run(&conn, &stopped)
+            })
             .ok()?;
         Some(Checkpointer {
             stop: Some(stop),
@@ -60,11 +63,59 @@ fn run(conn: &Connection, stopped: &mpsc::Receiver<()>) {
     }
 }
 
+/// The checkpointer is background work: at nice 19, an API thread that wakes takes the
+/// core from it instead of waiting out its slice.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+            tracing::debug!(error = %e, "the checkpointer keeps its priority");
+        }
+    }
+}
+
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.stop.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// The nice value of this process's thread named `name` (as /proc shows it, cut to 15
+    /// bytes), if there is one.
+    fn nice_of(name: &str) -> Option<i64> {
+        let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+        tasks.flatten().find_map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            if comm.trim() != name {
+                return None;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the ")" that ends the name; nice is the 19th field in all.
+            let rest = stat.rsplit_once(')')?.1;
+            rest.split_whitespace().nth(16)?.parse().ok()
+        })
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_runs_at_the_lowest_priority() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = super::super::SqliteStore::open(dir.path()).expect("open");
+        let mut nice = None;
+        for _ in 0..500 {
+            nice = nice_of("spindle-db-chec");
+            if nice == Some(19) {
+                break;
+            }
+            // The thread sets its own priority as it starts.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert_eq!(nice, Some(19));
+        crate::store::Store::close(&store).await;
     }
 }

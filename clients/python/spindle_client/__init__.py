@@ -6,8 +6,11 @@
     job = spindle.submit("demo.sleep", {"seconds": 2, "steps": 4})
     for event in spindle.watch(job.id):
         print(event.type, event.progress or event.state)
+
+`AsyncClient` has the same methods for asyncio code (FastAPI's `async def` endpoints).
 """
 
+from .aio import AsyncClient
 from .client import Client
 from .errors import (
     AlreadyExists,
@@ -25,6 +28,7 @@ from .models import ArgField, Event, Job, JobError, Kind, Progress, Submitted
 __all__ = [
     "AlreadyExists",
     "ArgField",
+    "AsyncClient",
     "Client",
     "DeadlineExceeded",
     "Event",

@@ -36,13 +36,6 @@ const MAX_KIND_NAME: usize = 128;
 /// The default `--max-args-bytes`.
 pub const DEFAULT_MAX_ARGS_BYTES: usize = 256 << 10;
 
-pub(super) fn violation(field: &str, description: impl Into<String>) -> FieldViolation {
-    FieldViolation {
-        field: field.to_string(),
-        description: description.into(),
-    }
-}
-
 /// Checks a SubmitRequest field by field and builds the spec; `max_args_bytes` bounds the
 /// args as encoded in the request.
 pub fn submit_spec(
@@ -51,9 +44,12 @@ pub fn submit_spec(
 ) -> Result<JobSpec, Vec<FieldViolation>> {
     let mut bad = Vec::new();
     if req.kind.trim().is_empty() {
-        bad.push(violation("kind", "must name a job kind (see ListKinds)"));
+        bad.push(FieldViolation::new(
+            "kind",
+            "must name a job kind (see ListKinds)",
+        ));
     } else if req.kind.len() > MAX_KIND_NAME {
-        bad.push(violation(
+        bad.push(FieldViolation::new(
             "kind",
             format!("longer than {MAX_KIND_NAME} bytes"),
         ));
@@ -62,7 +58,7 @@ pub fn submit_spec(
     if args_bytes > max_args_bytes {
         let why =
             format!("{args_bytes} bytes; at most {max_args_bytes} (the server's --max-args-bytes)");
-        bad.push(violation("args", why));
+        bad.push(FieldViolation::new("args", why));
         return Err(bad);
     }
     let args = match req.args.map(|s| struct_to_json(s, "args")).transpose() {
@@ -88,7 +84,7 @@ pub fn submit_spec(
         None => None,
         Some(Ok(t)) if !t.is_zero() && t <= MAX_TIMEOUT => Some(t),
         Some(_) => {
-            bad.push(violation(
+            bad.push(FieldViolation::new(
                 "timeout",
                 "must be positive and at most 7 days (604800s)",
             ));
@@ -98,12 +94,15 @@ pub fn submit_spec(
     let delay = duration_field(req.delay, "delay", MAX_HORIZON, &mut bad);
     let run_at = req.run_at.and_then(|t| run_at(t, &mut bad));
     if run_at.is_some() && delay.is_some() {
-        bad.push(violation("delay", "give run_at or delay, not both"));
+        bad.push(FieldViolation::new(
+            "delay",
+            "give run_at or delay, not both",
+        ));
     }
     let retry = req.retry.and_then(|r| retry_policy(r, &mut bad));
     let retention = duration_field(req.retention, "retention", MAX_HORIZON, &mut bad);
     if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
-        bad.push(violation("idempotency_key", "at most 256 bytes"));
+        bad.push(FieldViolation::new("idempotency_key", "at most 256 bytes"));
     }
     if !bad.is_empty() {
         return Err(bad);
@@ -135,7 +134,7 @@ fn duration_field(
         Ok(d) if d <= max => Some(d),
         _ => {
             let days = max.as_secs() / 86_400;
-            bad.push(violation(
+            bad.push(FieldViolation::new(
                 field,
                 format!("must be between 0 and {days} days"),
             ));
@@ -153,11 +152,11 @@ fn run_at(value: prost_types::Timestamp, bad: &mut Vec<FieldViolation>) -> Optio
         Ok(_) => {
             let days = MAX_HORIZON.as_secs() / 86_400;
             let why = format!("must be after 1970-01-01 and at most {days} days from now");
-            bad.push(violation("run_at", why));
+            bad.push(FieldViolation::new("run_at", why));
             None
         }
         Err(_) => {
-            bad.push(violation("run_at", "not a valid timestamp"));
+            bad.push(FieldViolation::new("run_at", "not a valid timestamp"));
             None
         }
     }
@@ -171,7 +170,10 @@ fn retry_policy(r: pb::RetryPolicy, bad: &mut Vec<FieldViolation>) -> Option<Ret
         0 => defaults.max_attempts,
         n if n <= MAX_ATTEMPTS => n,
         _ => {
-            bad.push(violation("retry.max_attempts", "must be at most 100"));
+            bad.push(FieldViolation::new(
+                "retry.max_attempts",
+                "must be at most 100",
+            ));
             0
         }
     };
@@ -181,7 +183,7 @@ fn retry_policy(r: pb::RetryPolicy, bad: &mut Vec<FieldViolation>) -> Option<Ret
     let max_backoff = duration_field(r.max_backoff, "retry.max_backoff", day, bad)
         .unwrap_or(defaults.max_backoff.max(initial_backoff));
     if max_backoff < initial_backoff {
-        bad.push(violation(
+        bad.push(FieldViolation::new(
             "retry.max_backoff",
             "must not be below initial_backoff",
         ));
@@ -192,10 +194,16 @@ fn retry_policy(r: pb::RetryPolicy, bad: &mut Vec<FieldViolation>) -> Option<Ret
         r.multiplier
     };
     if !(1.0..=100.0).contains(&multiplier) {
-        bad.push(violation("retry.multiplier", "must be between 1 and 100"));
+        bad.push(FieldViolation::new(
+            "retry.multiplier",
+            "must be between 1 and 100",
+        ));
     }
     if !(0.0..=1.0).contains(&r.jitter) {
-        bad.push(violation("retry.jitter", "must be between 0 and 1"));
+        bad.push(FieldViolation::new(
+            "retry.jitter",
+            "must be between 0 and 1",
+        ));
     }
     (bad.len() == before).then_some(RetryPolicy {
         max_attempts,
@@ -211,7 +219,7 @@ fn check_name(field: &str, name: &str, max: usize) -> Result<(), FieldViolation>
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if name.is_empty() || name.len() > max || !valid_chars {
-        return Err(violation(
+        return Err(FieldViolation::new(
             field,
             format!("must be 1 to {max} letters, digits, '.', '_' or '-'"),
         ));
@@ -222,7 +230,7 @@ fn check_name(field: &str, name: &str, max: usize) -> Result<(), FieldViolation>
 fn check_labels(labels: &HashMap<String, String>, bad: &mut Vec<FieldViolation>) {
     if labels.len() > MAX_LABELS {
         // One violation, not one per label: the answer must not grow with the request.
-        bad.push(violation(
+        bad.push(FieldViolation::new(
             "labels",
             format!("at most {MAX_LABELS} labels, not {}", labels.len()),
         ));
@@ -232,8 +240,8 @@ fn check_labels(labels: &HashMap<String, String>, bad: &mut Vec<FieldViolation>)
         if let Err(v) = check_name(&format!("labels.{key}"), key, MAX_LABEL_KEY) {
             bad.push(v);
         } else if value.len() > MAX_LABEL_VALUE {
-            bad.push(violation(
-                &format!("labels.{key}"),
+            bad.push(FieldViolation::new(
+                format!("labels.{key}"),
                 format!("value longer than {MAX_LABEL_VALUE} bytes"),
             ));
         }
@@ -245,7 +253,7 @@ fn check_labels(labels: &HashMap<String, String>, bad: &mut Vec<FieldViolation>)
 pub fn wait(value: prost_types::Duration) -> Result<Duration, FieldViolation> {
     match Duration::try_from(value) {
         Ok(d) => Ok(d.min(crate::engine::MAX_WAIT)),
-        Err(_) => Err(violation("wait", "must not be negative")),
+        Err(_) => Err(FieldViolation::new("wait", "must not be negative")),
     }
 }
 
@@ -261,9 +269,10 @@ pub fn namespace(name: String) -> Result<String, FieldViolation> {
 /// Parses a job id, naming `field` if it is malformed.
 pub fn job_id(field: &str, text: &str) -> Result<JobId, FieldViolation> {
     if text.is_empty() {
-        return Err(violation(field, "must not be empty"));
+        return Err(FieldViolation::new(field, "must not be empty"));
     }
-    text.parse().map_err(|e| violation(field, format!("{e}")))
+    text.parse()
+        .map_err(|e| FieldViolation::new(field, format!("{e}")))
 }
 
 /// Checks a ListJobsRequest and builds the query.
@@ -273,24 +282,30 @@ pub fn list_query(req: pb::ListJobsRequest) -> Result<ListQuery, Vec<FieldViolat
         Ok(pb::JobState::Unspecified) => None,
         Ok(state) => Some(state_from_pb(state)),
         Err(_) => {
-            bad.push(violation("state", format!("unknown state {}", req.state)));
+            bad.push(FieldViolation::new(
+                "state",
+                format!("unknown state {}", req.state),
+            ));
             None
         }
     };
     if req.labels.len() > MAX_LABELS {
-        bad.push(violation(
+        bad.push(FieldViolation::new(
             "labels",
             format!("at most {MAX_LABELS} labels, not {}", req.labels.len()),
         ));
     }
     if pb::JobView::try_from(req.view).is_err() {
-        bad.push(violation("view", format!("unknown view {}", req.view)));
+        bad.push(FieldViolation::new(
+            "view",
+            format!("unknown view {}", req.view),
+        ));
     }
     let before = match req.page_token.as_str() {
         "" => None,
         token => token.parse().ok().or_else(|| {
             let why = "not a token from a ListJobs answer; pass next_page_token as it came";
-            bad.push(violation("page_token", why));
+            bad.push(FieldViolation::new("page_token", why));
             None
         }),
     };
@@ -301,7 +316,7 @@ pub fn list_query(req: pb::ListJobsRequest) -> Result<ListQuery, Vec<FieldViolat
         0 => DEFAULT_PAGE_SIZE,
         n if n <= MAX_PAGE_SIZE => n,
         _ => {
-            bad.push(violation(
+            bad.push(FieldViolation::new(
                 "page_size",
                 format!("must be at most {MAX_PAGE_SIZE}"),
             ));

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tonic::Status;
 
 use super::Error;
-use super::convert::violation;
+use crate::model::violation::FieldViolation;
 use crate::pb;
 use crate::pb::bench::{FanoutEvent, FanoutRequest};
 use crate::pb::job_event::Payload;
@@ -69,7 +69,7 @@ impl Rooms {
             if room.expected != req.subscribers {
                 let expected = room.expected;
                 let why = format!("room {:?} waits for {expected} subscribers", req.room);
-                return Err(violation("subscribers", why).into());
+                return Err(FieldViolation::new("subscribers", why).into());
             }
             room.joined += 1;
             let latest = room.latest.subscribe();
@@ -99,16 +99,19 @@ impl Rooms {
 
 fn check(req: &FanoutRequest) -> Result<(), Error> {
     let bad = if req.room.is_empty() {
-        Some(violation("room", "must not be empty"))
+        Some(FieldViolation::new("room", "must not be empty"))
     } else if !(1..=MAX_SUBSCRIBERS).contains(&req.subscribers) {
-        Some(violation(
+        Some(FieldViolation::new(
             "subscribers",
             format!("must be 1 to {MAX_SUBSCRIBERS}"),
         ))
     } else if !(1..=MAX_UPDATES).contains(&req.updates) {
-        Some(violation("updates", format!("must be 1 to {MAX_UPDATES}")))
+        Some(FieldViolation::new(
+            "updates",
+            format!("must be 1 to {MAX_UPDATES}"),
+        ))
     } else if req.pause_us > MAX_PAUSE_US {
-        Some(violation(
+        Some(FieldViolation::new(
             "pause_us",
             format!("must be at most {MAX_PAUSE_US}"),
         ))

@@ -1,8 +1,8 @@
 //! W6's client and its limit, each in a process of its own, so no measured call shares a
 //! runtime (or a process) with the server it measures:
-//! - the probe (`spindle bench-probe`, hidden): sequential calls, one at a time, from a
-//!   single-threaded runtime, as a simple client in any language makes them; it prints
-//!   the percentiles as one JSON line;
+//! - the probe (`spindle bench-probe`, hidden): sequential calls, one at a time (on the
+//!   binary's own tokio runtime), as a simple client in any language makes them; it
+//!   prints the percentiles as one JSON line;
 //! - the limit (`spindle bench-echo`, hidden): a bare tonic server with only
 //!   `Bench/Echo`, no engine, no store, no Spindle layers, which W6 measures with the same
 //!   probe, idle, and (another one) with busy loops on every core at the CPU pool's

@@ -221,11 +221,7 @@ impl Engine {
         id: JobId,
         wait: Duration,
     ) -> Result<Job, EngineError> {
-        let job = self.get(namespace, id).await?;
-        if job.state.is_terminal() {
-            return Ok(job);
-        }
-        self.wait_terminal(id, wait.min(MAX_WAIT)).await
+        self.wait_terminal(namespace, id, wait.min(MAX_WAIT)).await
     }
 
     /// Jobs matching the query, newest first, and the id to continue after if there are more.
@@ -236,17 +232,23 @@ impl Engine {
     }
 
     /// Waits until the job is terminal or `wait` passes, then returns it.
-    async fn wait_terminal(&self, id: JobId, wait: Duration) -> Result<Job, EngineError> {
+    /// Each read checks the namespace (a string compare): no extra store read for it.
+    async fn wait_terminal(
+        &self,
+        namespace: &str,
+        id: JobId,
+        wait: Duration,
+    ) -> Result<Job, EngineError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut rx = self.subscribe(id);
         loop {
-            let job = self.current(id).await?;
+            let job = self.get(namespace, id).await?;
             let Some(rx) = rx.as_mut().filter(|_| !job.state.is_terminal()) else {
                 return Ok(job);
             };
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
-                Ok(Err(_)) => return self.current(id).await,
+                Ok(Err(_)) => return self.get(namespace, id).await,
                 Err(_) => return Ok(job),
             }
         }

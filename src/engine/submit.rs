@@ -157,7 +157,7 @@ impl Engine {
             }
             if let Some(control) = running {
                 control.stop(StopReason::Client);
-                return self.wait_terminal(id, CANCEL_WAIT).await;
+                return self.wait_terminal(namespace, id, CANCEL_WAIT).await;
             }
             let job = self.get(namespace, id).await?;
             if job.state.is_terminal() {

@@ -27,13 +27,14 @@ from .client import (
     DEFAULT_TARGET,
     Seconds,
     _batch_result,
-    _duration,
+    _list_request,
     _seconds,
+    _status_request,
     _submit_request,
     _target,
 )
 from .errors import SpindleError, Unavailable, from_rpc_error
-from .models import Event, Job, Kind, state_value
+from .models import Event, Job, Kind
 
 
 class AsyncClient:
@@ -110,11 +111,7 @@ class AsyncClient:
 
     async def status(self, job_id: str, *, wait: Optional[Seconds] = None) -> Job:
         """The job as it is now; with `wait`, long-polls until it ends or `wait` passes."""
-        request = pb.GetStatusRequest(id=job_id, namespace=self.namespace)
-        deadline = None
-        if wait is not None:
-            request.wait.CopyFrom(_duration(wait))
-            deadline = _seconds(wait) + self.timeout
+        request, deadline = _status_request(self.namespace, job_id, wait, self.timeout)
         return Job.from_pb(await self._call("GetStatus", request, deadline))
 
     async def wait(self, job_id: str, timeout: Optional[Seconds] = None) -> Job:
@@ -145,15 +142,8 @@ class AsyncClient:
         found: list[Job] = []
         token = ""
         while len(found) < limit:
-            request = pb.ListJobsRequest(
-                state=state_value(state) if state else 0,
-                kind=kind,
-                queue=queue,
-                labels=dict(labels or {}),
-                page_size=min(1000, limit - len(found)),
-                page_token=token,
-                view=pb.JOB_VIEW_BASIC if basic else pb.JOB_VIEW_FULL,
-                namespace=self.namespace,
+            request = _list_request(
+                self.namespace, state, kind, queue, labels, min(1000, limit - len(found)), token, basic
             )
             page = await self._call("ListJobs", request)
             found += [Job.from_pb(job) for job in page.jobs]

@@ -138,11 +138,7 @@ class Client:
 
     def status(self, job_id: str, *, wait: Optional[Seconds] = None) -> Job:
         """The job as it is now; with `wait`, long-polls until it ends or `wait` passes."""
-        request = pb.GetStatusRequest(id=job_id, namespace=self.namespace)
-        deadline = None
-        if wait is not None:
-            request.wait.CopyFrom(_duration(wait))
-            deadline = _seconds(wait) + self.timeout
+        request, deadline = _status_request(self.namespace, job_id, wait, self.timeout)
         return Job.from_pb(self._call("GetStatus", request, deadline))
 
     def wait(self, job_id: str, timeout: Optional[Seconds] = None) -> Job:
@@ -176,15 +172,8 @@ class Client:
         found: list[Job] = []
         token = ""
         while len(found) < limit:
-            request = pb.ListJobsRequest(
-                state=state_value(state) if state else 0,
-                kind=kind,
-                queue=queue,
-                labels=dict(labels or {}),
-                page_size=min(1000, limit - len(found)),
-                page_token=token,
-                view=pb.JOB_VIEW_BASIC if basic else pb.JOB_VIEW_FULL,
-                namespace=self.namespace,
+            request = _list_request(
+                self.namespace, state, kind, queue, labels, min(1000, limit - len(found)), token, basic
             )
             page = self._call("ListJobs", request)
             found += [Job.from_pb(job) for job in page.jobs]
@@ -232,6 +221,29 @@ class Client:
             if time.monotonic() - broken_since > _seconds(reconnect_for):
                 raise error
             time.sleep(0.2)
+
+
+def _list_request(namespace, state, kind, queue, labels, page_size, token, basic):
+    """One ListJobs page request, for Client and AsyncClient alike."""
+    return pb.ListJobsRequest(
+        state=state_value(state) if state else 0,
+        kind=kind,
+        queue=queue,
+        labels=dict(labels or {}),
+        page_size=page_size,
+        page_token=token,
+        view=pb.JOB_VIEW_BASIC if basic else pb.JOB_VIEW_FULL,
+        namespace=namespace,
+    )
+
+
+def _status_request(namespace: str, job_id: str, wait: Optional[Seconds], timeout: float):
+    """A GetStatus request and the call's deadline (a long-poll's wait plus `timeout`)."""
+    request = pb.GetStatusRequest(id=job_id, namespace=namespace)
+    if wait is None:
+        return request, None
+    request.wait.CopyFrom(_duration(wait))
+    return request, _seconds(wait) + timeout
 
 
 def _submit_request(

@@ -21,6 +21,7 @@ use tonic::transport::Server;
 
 use crate::api::JobApi;
 use crate::api::echo::EchoApi;
+use crate::api::worker::WorkerApi;
 use crate::engine::{Engine, EngineConfig};
 use crate::jobs::files::FilesDir;
 use crate::jobs::http::HttpConfig;
@@ -28,6 +29,7 @@ use crate::jobs::registry::JobKind;
 use crate::pb;
 use crate::pb::bench::bench_server::BenchServer;
 use crate::pb::job_service_server::JobServiceServer;
+use crate::pb::worker::worker_service_server::WorkerServiceServer;
 use crate::store::{MemoryStore, SqliteStore, Store, StoreError};
 pub use incoming::{ConnectionLimits, default_max_connections};
 pub use local::LocalServer;
@@ -299,6 +301,9 @@ async fn serve_engine(
     let jobs = JobServiceServer::new(api)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let workers = WorkerServiceServer::new(WorkerApi::new(engine.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let bench = echo.is_some();
     // Reflection describes only what is served: Bench is listed only when it runs. The
     // full google.rpc descriptors go first: the first file registered under a name wins,
@@ -324,11 +329,12 @@ async fn serve_engine(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(jobs)
+        .add_service(workers)
         .add_optional_service(echo);
     let server =
         router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     tokio::pin!(server);
-    tracing::info!(%addr, data = %folders.data, files = %folders.files, "serving spindle.v1.JobService");
+    tracing::info!(%addr, data = %folders.data, files = %folders.files, "serving spindle.v1.JobService and spindle.worker.v1.WorkerService");
 
     tokio::select! {
         result = &mut server => {

@@ -87,7 +87,7 @@ async fn list_kinds_describes_every_builtin_with_its_args() {
     let kinds = server
         .client
         .clone()
-        .list_kinds(pb::ListKindsRequest {})
+        .list_kinds(pb::ListKindsRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -34,7 +34,7 @@ async fn serves_by_default_and_stops_on_sigterm() {
         .unwrap();
     let mut client = spindle::pb::job_service_client::JobServiceClient::new(channel);
     let kinds = client
-        .list_kinds(spindle::pb::ListKindsRequest {})
+        .list_kinds(spindle::pb::ListKindsRequest::default())
         .await
         .unwrap();
     assert_eq!(kinds.into_inner().kinds.len(), 7);

@@ -116,6 +116,11 @@ fn engine_status(e: EngineError) -> Status {
             };
             bad_request(code, message, &args.violations)
         }
+        EngineError::KindNotAllowed(violation) => {
+            bad_request(Code::PermissionDenied, message, &[violation])
+        }
+        EngineError::LeaseLost { .. } => Status::failed_precondition(message),
+        EngineError::Protocol(_) => Status::invalid_argument(message),
         EngineError::NotFound(_) => Status::not_found(message),
         EngineError::AlreadyFinished { .. } => Status::failed_precondition(message),
         EngineError::ShuttingDown | EngineError::Busy(_) => Status::unavailable(message),

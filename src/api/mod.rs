@@ -8,6 +8,7 @@ pub mod echo;
 pub mod error;
 pub mod fanout;
 pub mod reply;
+pub mod worker;
 
 use std::pin::Pin;
 
@@ -215,14 +216,24 @@ impl JobService for JobApi {
 
     async fn list_kinds(
         &self,
-        _request: Request<pb::ListKindsRequest>,
+        request: Request<pb::ListKindsRequest>,
     ) -> Result<Response<pb::ListKindsResponse>, Status> {
-        let kinds = self
-            .engine
-            .registry()
-            .kinds()
-            .map(|k| convert::kind_to_pb(k))
-            .collect();
+        let namespace = convert::namespace(request.into_inner().namespace).map_err(Error::from)?;
+        let builtin = self.engine.registry().kinds().map(|k| reply::kind_to_pb(k));
+        let remote = (self.engine.remote_kinds(&namespace).into_iter())
+            .map(|(kind, workers)| reply::remote_kind_to_pb(&kind, workers));
+        let mut kinds: Vec<pb::JobKind> = builtin.chain(remote).collect();
+        kinds.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(pb::ListKindsResponse { kinds }))
+    }
+
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let namespace = convert::namespace(request.into_inner().namespace).map_err(Error::from)?;
+        let workers = self.engine.workers(&namespace);
+        let workers = workers.iter().map(reply::worker_to_pb).collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
 }

@@ -5,11 +5,12 @@ use std::time::SystemTime;
 use serde_json::Value as Json;
 
 use crate::engine::Stats;
-use crate::jobs::registry::JobKind;
+use crate::jobs::registry::{ArgField, JobKind};
 use crate::model::job::{
     AttemptFailure, Event, EventData, Failure, FailureKind, Job, JobId, JobState, Pool, Progress,
     RetryPolicy,
 };
+use crate::model::worker::{RemoteKind, WorkerStatus};
 use crate::pb;
 use crate::pb::json::{json_to_struct, json_to_value};
 
@@ -47,6 +48,8 @@ fn error_to_pb(f: &Failure) -> pb::JobError {
         FailureKind::Shutdown => pb::ErrorKind::Shutdown,
         FailureKind::Interrupted => pb::ErrorKind::Interrupted,
         FailureKind::Permanent => pb::ErrorKind::Permanent,
+        FailureKind::LeaseExpired => pb::ErrorKind::LeaseExpired,
+        FailureKind::Released => pb::ErrorKind::Released,
     };
     pb::JobError {
         kind: kind.into(),
@@ -83,6 +86,8 @@ pub fn job_to_pb(job: &Job) -> pb::Job {
         idempotency_key: job.spec.idempotency_key.clone().unwrap_or_default(),
         expires_at: job.expires_at.map(timestamp),
         namespace: job.spec.namespace.clone(),
+        worker_id: job.holder.clone().unwrap_or_default(),
+        lease_expiries: job.lease_expiries,
     }
 }
 
@@ -160,6 +165,7 @@ pub fn kind_to_pb(kind: &JobKind) -> pb::JobKind {
     let pool = match kind.pool() {
         Pool::Io => pb::Pool::Io,
         Pool::Cpu => pb::Pool::Cpu,
+        Pool::Remote => pb::Pool::Remote,
     };
     let args_schema = match kind.schema() {
         Json::Object(map) => Some(json_to_struct(map)),
@@ -170,15 +176,57 @@ pub fn kind_to_pb(kind: &JobKind) -> pb::JobKind {
         pool: pool.into(),
         description: kind.description().to_string(),
         args_schema,
-        fields: kind
-            .fields()
-            .into_iter()
-            .map(|f| pb::ArgField {
-                name: f.name,
-                r#type: f.json_type,
-                required: f.required,
-                description: f.description,
-            })
-            .collect(),
+        fields: fields_to_pb(kind.fields()),
+        workers: 0,
+    }
+}
+
+fn fields_to_pb(fields: Vec<ArgField>) -> Vec<pb::ArgField> {
+    fields
+        .into_iter()
+        .map(|f| pb::ArgField {
+            name: f.name,
+            r#type: f.json_type,
+            required: f.required,
+            description: f.description,
+        })
+        .collect()
+}
+
+/// A remote kind, with the connected workers that run it.
+pub fn remote_kind_to_pb(kind: &RemoteKind, workers: usize) -> pb::JobKind {
+    let args_schema = match &kind.args_schema {
+        Some(Json::Object(map)) => Some(json_to_struct(map)),
+        _ => None,
+    };
+    let fields = match &kind.args_schema {
+        Some(schema) => crate::jobs::registry::schema_fields(schema),
+        None => Vec::new(),
+    };
+    pb::JobKind {
+        name: kind.name.clone(),
+        pool: pb::Pool::Remote.into(),
+        description: kind.description.clone(),
+        args_schema,
+        fields: fields_to_pb(fields),
+        workers: u32::try_from(workers).unwrap_or(u32::MAX),
+    }
+}
+
+pub fn worker_to_pb(w: &WorkerStatus) -> pb::Worker {
+    pb::Worker {
+        id: w.worker_id.clone(),
+        namespace: w.namespace.clone(),
+        host: w.host.clone(),
+        kinds: w.kinds.clone(),
+        queues: w.queues.clone(),
+        build: w.build.clone(),
+        sdk: w.sdk.clone(),
+        free_slots: w.free_slots,
+        in_flight: w.in_flight,
+        connected: w.connected,
+        draining: w.draining,
+        connected_at: Some(timestamp(w.connected_at)),
+        last_heartbeat: Some(timestamp(w.last_heartbeat)),
     }
 }

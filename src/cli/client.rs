@@ -279,9 +279,24 @@ pub async fn jobs(r: &mut Remote, a: &JobsArgs) -> Result<Vec<pb::Job>, CliError
 
 /// `spindle kinds`.
 pub async fn kinds(r: &mut Remote) -> Result<Vec<pb::JobKind>, CliError> {
-    let kinds = (r.client.list_kinds(pb::ListKindsRequest {}).await)
+    let kinds = (r
+        .client
+        .list_kinds(pb::ListKindsRequest {
+            namespace: r.namespace.clone(),
+        })
+        .await)
         .map_err(|s| CliError::rpc(s, &r.server, None))?;
     Ok(kinds.into_inner().kinds)
+}
+
+/// `spindle workers`.
+pub async fn workers(r: &mut Remote) -> Result<Vec<pb::Worker>, CliError> {
+    let request = pb::ListWorkersRequest {
+        namespace: r.namespace.clone(),
+    };
+    let workers =
+        (r.client.list_workers(request).await).map_err(|s| CliError::rpc(s, &r.server, None))?;
+    Ok(workers.into_inner().workers)
 }
 
 pub async fn stats(r: &mut Remote) -> Result<pb::Stats, CliError> {

@@ -66,8 +66,12 @@ pub enum Command {
     Cancel(IdArgs),
     /// List jobs, newest first.
     Jobs(JobsArgs),
-    /// List the job kinds the server runs, with their arguments.
+    /// List the job kinds the server runs, with their arguments (remote kinds with the
+    /// workers that run them now).
     Kinds,
+    /// List the workers of the namespace: id, host, kinds, free slots, jobs in flight,
+    /// last heartbeat.
+    Workers,
     /// Show the server's counters: jobs queued, delayed and running now, jobs finished
     /// since it started, open watch streams.
     Stats,
@@ -220,6 +224,18 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
                 } else {
                     out!("{}\n", render::kind_text(&kind));
                 }
+            }
+        }
+        Command::Workers => {
+            let workers = client::workers(&mut c).await?;
+            if json {
+                for w in &workers {
+                    out!("{}", render::worker_json(w));
+                }
+            } else if workers.is_empty() {
+                out!("no workers in namespace {}", c.namespace);
+            } else {
+                out!("{}", render::workers_table(&workers));
             }
         }
     }

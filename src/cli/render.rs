@@ -31,6 +31,8 @@ fn error_kind(kind: i32) -> &'static str {
         pb::ErrorKind::Shutdown => "shutdown",
         pb::ErrorKind::Interrupted => "interrupted",
         pb::ErrorKind::Permanent => "permanent",
+        pb::ErrorKind::LeaseExpired => "lease_expired",
+        pb::ErrorKind::Released => "released",
     }
 }
 
@@ -237,16 +239,75 @@ pub fn jobs_table(jobs: &[pb::Job]) -> String {
     lines.join("\n")
 }
 
+fn pool_name(kind: &pb::JobKind) -> &'static str {
+    match pb::Pool::try_from(kind.pool).unwrap_or(pb::Pool::Unspecified) {
+        pb::Pool::Cpu => "cpu",
+        pb::Pool::Remote => "remote",
+        pb::Pool::Io | pb::Pool::Unspecified => "io",
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// A worker as one JSON object.
+pub fn worker_json(w: &pb::Worker) -> Value {
+    json!({
+        "id": w.id, "namespace": w.namespace, "host": w.host, "kinds": w.kinds,
+        "queues": w.queues, "build": w.build, "sdk": w.sdk, "free_slots": w.free_slots,
+        "in_flight": w.in_flight, "connected": w.connected, "draining": w.draining,
+        "connected_at": time(&w.connected_at), "last_heartbeat": time(&w.last_heartbeat),
+    })
+}
+
+/// Workers as a table: id, host, kinds, slots, jobs in flight, last heartbeat.
+pub fn workers_table(workers: &[pb::Worker]) -> String {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header([
+        "WORKER",
+        "HOST",
+        "KINDS",
+        "FREE",
+        "RUNNING",
+        "STATE",
+        "LAST HEARTBEAT",
+    ]);
+    for w in workers {
+        let state = match (w.connected, w.draining) {
+            (false, _) => "disconnected",
+            (true, true) => "draining",
+            (true, false) => "connected",
+        };
+        let heartbeat = w
+            .last_heartbeat
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        table.add_row([
+            w.id.clone(),
+            w.host.clone(),
+            w.kinds.join(","),
+            w.free_slots.to_string(),
+            w.in_flight.to_string(),
+            state.to_string(),
+            heartbeat,
+        ]);
+    }
+    let lines: Vec<String> = table
+        .lines()
+        .map(|line| line.trim_end().to_string())
+        .collect();
+    lines.join("\n")
+}
+
 /// A kind as one JSON object.
 pub fn kind_json(kind: &pb::JobKind) -> Value {
-    let pool = if kind.pool == pb::Pool::Cpu as i32 {
-        "cpu"
-    } else {
-        "io"
-    };
     json!({
         "name": kind.name,
-        "pool": pool,
+        "pool": pool_name(kind),
+        "workers": kind.workers,
         "description": kind.description,
         "args": kind.fields.iter().map(|f| json!({
             "name": f.name, "type": f.r#type, "required": f.required, "description": f.description,
@@ -257,10 +318,13 @@ pub fn kind_json(kind: &pb::JobKind) -> Value {
 
 /// A kind as text: its name, pool and description, then one line per argument.
 pub fn kind_text(kind: &pb::JobKind) -> String {
-    let pool = if kind.pool == pb::Pool::Cpu as i32 {
-        "cpu"
-    } else {
-        "io"
+    let pool = match pool_name(kind) {
+        "remote" => format!(
+            "remote, {} worker{} now",
+            kind.workers,
+            plural(kind.workers)
+        ),
+        local => local.to_string(),
     };
     // Descriptions come from doc comments and may span lines: one line each, so nothing
     // wraps back to the margin.

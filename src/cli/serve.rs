@@ -82,9 +82,29 @@ pub struct ServeArgs {
     /// How long a PING's answer may take before the connection is dropped as dead.
     #[arg(long, env = "SPINDLE_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
+    /// How long a remote worker's leases live without a heartbeat (workers heartbeat every
+    /// third of it); past it, its jobs are requeued.
+    #[arg(long, env = "SPINDLE_LEASE_TTL", default_value = "30s", value_parser = parse_lease_ttl)]
+    pub lease_ttl: Duration,
+    /// How long a remote worker has to stop a cancelled or timed-out job before its lease
+    /// is revoked.
+    #[arg(long, env = "SPINDLE_CANCEL_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub cancel_grace: Duration,
+    /// Times a remote job may lose its worker's lease before it fails (a job that kills
+    /// every worker it runs on).
+    #[arg(long, env = "SPINDLE_MAX_LEASE_EXPIRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_lease_expiries: u32,
     /// The longest timeout an http.request job may ask for, e.g. 5m.
     #[arg(long, env = "SPINDLE_HTTP_MAX_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub http_max_timeout: Duration,
+}
+
+fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(text)?;
+    if ttl < Duration::from_millis(300) || ttl > Duration::from_secs(3600) {
+        return Err("must be from 300ms to 1h".into());
+    }
+    Ok(ttl)
 }
 
 fn parse_allow(text: &str) -> Result<Allow, String> {
@@ -117,6 +137,9 @@ impl ServeArgs {
             io_concurrency: self.io_concurrency as usize,
             retention: self.retention,
             queue_limits: self.queue_limits.iter().cloned().collect(),
+            lease_ttl: self.lease_ttl,
+            cancel_grace: self.cancel_grace,
+            max_lease_expiries: self.max_lease_expiries,
             ..EngineConfig::default()
         };
         if let Some(threads) = self.cpu_threads {

@@ -63,20 +63,8 @@ impl Engine {
         self.shared.running_tasks.spawn(async move {
             let (id, queue) = (job.id, (job.spec.namespace.clone(), job.spec.queue.clone()));
             run::drive(&engine, job, &control, permit).await;
-            {
-                let mut state = engine.lock();
-                state.running.remove(&id);
-                if let Some(n) = state.running_per_queue.get_mut(&queue) {
-                    *n -= 1;
-                    if *n == 0 {
-                        state.running_per_queue.remove(&queue);
-                    }
-                }
-            }
-            // A queue slot came free: jobs of that queue may now run in either pool.
-            for slots in &engine.shared.pools {
-                slots.wake.notify_one();
-            }
+            // A queue slot came free: jobs of that queue may now run in any pool.
+            engine.job_left(id, &queue, &control);
         });
     }
 }

@@ -3,6 +3,7 @@
 use crate::jobs::registry::ArgsError;
 use crate::model::job::{JobId, JobState};
 use crate::model::violation::FieldViolation;
+use crate::model::worker::Lease;
 use crate::store::StoreError;
 
 /// What an engine operation can fail with.
@@ -38,6 +39,15 @@ pub enum EngineError {
     /// succeed.
     #[error("{0}")]
     Busy(String),
+    /// A worker's write named a lease that is not the job's any more.
+    #[error("the lease of job {} (attempt {}, epoch {}) is no longer valid: {why}", lease.job_id, lease.attempt, lease.epoch)]
+    LeaseLost { lease: Lease, why: &'static str },
+    /// A worker declared a kind it may not run.
+    #[error("{}: {}", .0.field, .0.description)]
+    KindNotAllowed(FieldViolation),
+    /// A worker's message broke the protocol (the text names the field).
+    #[error("{0}")]
+    Protocol(String),
     /// The store failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -19,6 +19,7 @@ mod schedule;
 mod stats;
 mod submit;
 mod watch;
+pub mod workers;
 
 pub use error::EngineError;
 pub use stats::Stats;
@@ -36,6 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::exec::{CpuPool, CpuPriority, Executor};
 use crate::jobs::registry::Registry;
+use crate::model;
 use crate::model::job::{EventData, Failure, FailureKind, Job, JobId, JobState, Pool};
 use crate::store::{ListQuery, Store};
 use clock::Clock;
@@ -64,6 +66,12 @@ pub struct EngineConfig {
     pub retention: Duration,
     /// How often expired jobs are purged.
     pub purge_interval: Duration,
+    /// How long a remote worker's leases live without a heartbeat.
+    pub lease_ttl: Duration,
+    /// How long a remote worker has to stop a job after Cancel before its lease is revoked.
+    pub cancel_grace: Duration,
+    /// Lease expiries after which a remote job fails instead of being requeued.
+    pub max_lease_expiries: u32,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +84,9 @@ impl Default for EngineConfig {
             progress_interval: Duration::from_millis(20),
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(10),
+            max_lease_expiries: 3,
         }
     }
 }
@@ -89,6 +100,10 @@ pub struct Engine {
 struct Shared {
     store: Arc<dyn Store>,
     registry: Registry,
+    /// Kinds remote workers declared.
+    remote_kinds: workers::RemoteKinds,
+    /// Wakes the remote assigner: a remote job is waiting, or a worker has credits.
+    remote_wake: Notify,
     executor: Executor,
     clock: Clock,
     config: EngineConfig,
@@ -114,21 +129,40 @@ struct PoolSlots {
     wake: Notify,
 }
 
-#[derive(Default)]
 struct State {
-    ready: [PoolQueues; 2],
+    /// IO, CPU, and remote (split by kind: workers run only the kinds they declared).
+    ready: [PoolQueues; 3],
     delayed: DelaySet,
     running: HashMap<JobId, Arc<RunControl>>,
     running_per_queue: HashMap<QueueId, usize>,
     /// Every non-terminal job: its last seq, or, while watched, the channel carrying the
     /// newest part of its log to watchers.
     live: HashMap<JobId, Live>,
+    workers: workers::WorkerTable,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            ready: [
+                PoolQueues::default(),
+                PoolQueues::default(),
+                PoolQueues::by_kind(),
+            ],
+            delayed: DelaySet::default(),
+            running: HashMap::new(),
+            running_per_queue: HashMap::new(),
+            live: HashMap::new(),
+            workers: workers::WorkerTable::default(),
+        }
+    }
 }
 
 fn pool_index(pool: Pool) -> usize {
     match pool {
         Pool::Io => 0,
         Pool::Cpu => 1,
+        Pool::Remote => 2,
     }
 }
 
@@ -149,9 +183,12 @@ impl Engine {
             slots: Arc::new(Semaphore::new(n.max(1))),
             wake: Notify::new(),
         };
+        let remote_kinds = workers::RemoteKinds::load(&*store).await?;
         let shared = Shared {
             store,
             registry,
+            remote_kinds,
+            remote_wake: Notify::new(),
             pools: [slots(config.io_concurrency), slots(cpu.threads())],
             executor: Executor::new(cpu),
             clock: Clock::new(),
@@ -174,6 +211,8 @@ impl Engine {
         for pool in [Pool::Io, Pool::Cpu] {
             background.spawn(engine.clone().dispatch(pool));
         }
+        background.spawn(engine.clone().assign_loop());
+        background.spawn(engine.clone().expiry_loop());
         background.spawn(engine.clone().schedule_loop());
         background.spawn(engine.clone().purge_loop());
         background.close();
@@ -254,24 +293,74 @@ impl Engine {
         }
     }
 
-    /// Puts a waiting job where it belongs: a ready queue (QUEUED) or the delay set.
+    /// Puts a waiting job where it belongs: a ready queue (QUEUED) or the delay set. A
+    /// kind not built in is a remote one: its jobs wait for a worker.
     fn enqueue(&self, job: Job) {
         let pool = self
             .shared
             .registry
             .get(&job.spec.kind)
-            .map_or(Pool::Io, |k| k.pool());
+            .map_or(Pool::Remote, |k| k.pool());
         let mut state = self.lock();
         if job.state == JobState::Queued {
             state.ready[pool_index(pool)].push(job);
             drop(state);
-            self.shared.pools[pool_index(pool)].wake.notify_one();
+            self.wake_pool(pool_index(pool));
         } else {
             let due = job.run_at.unwrap_or(SystemTime::UNIX_EPOCH);
             state.delayed.push(job.id, due, &job.spec.namespace);
             drop(state);
             self.shared.scheduler_wake.notify_one();
         }
+    }
+
+    /// Tells a pool's taker (its dispatcher, or the remote assigner) that a job waits.
+    fn wake_pool(&self, index: usize) {
+        match self.shared.pools.get(index) {
+            Some(slots) => slots.wake.notify_one(),
+            None => self.shared.remote_wake.notify_one(),
+        }
+    }
+
+    /// A running job's task is over: it leaves the running set (unless a new attempt,
+    /// with another control, already took its place there: a requeued remote job can be
+    /// given out again before its last driver is done) and its queue's count, and every
+    /// taker hears that a queue slot came free.
+    fn job_left(&self, id: JobId, queue: &QueueId, control: &Arc<RunControl>) {
+        {
+            let mut state = self.lock();
+            if state
+                .running
+                .get(&id)
+                .is_some_and(|c| Arc::ptr_eq(c, control))
+            {
+                state.running.remove(&id);
+            }
+            if let Some(n) = state.running_per_queue.get_mut(queue) {
+                *n -= 1;
+                if *n == 0 {
+                    state.running_per_queue.remove(queue);
+                }
+            }
+        }
+        for slots in &self.shared.pools {
+            slots.wake.notify_one();
+        }
+        self.shared.remote_wake.notify_one();
+    }
+
+    /// The remote kinds declared in a namespace, each with the connected workers that run
+    /// it now.
+    pub fn remote_kinds(&self, namespace: &str) -> Vec<(model::worker::RemoteKind, usize)> {
+        let declared = self.shared.remote_kinds.of(namespace);
+        let state = self.lock();
+        declared
+            .into_iter()
+            .map(|d| {
+                let serving = state.workers.serving(namespace, &d.kind.name);
+                (d.kind.clone(), serving)
+            })
+            .collect()
     }
 
     /// Stores a job with the event of its new non-terminal state and tells its watchers.
@@ -303,7 +392,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Waiting jobs per pool (IO, CPU) and running jobs.
+    /// Waiting jobs per local pool (IO, CPU) and running jobs (remote ones included).
     pub fn load(&self) -> (usize, usize, usize) {
         let state = self.lock();
         (
@@ -311,6 +400,11 @@ impl Engine {
             state.ready[1].len(),
             state.running.len(),
         )
+    }
+
+    /// Jobs of remote kinds waiting for a worker.
+    pub fn waiting_for_workers(&self) -> usize {
+        self.lock().ready[2].len()
     }
 
     /// Jobs waiting for a due time (SCHEDULED or RETRY_WAIT).
@@ -371,9 +465,11 @@ fn interrupted(attempt: u32) -> Failure {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (io, cpu, running) = self.load();
+        let remote = self.waiting_for_workers();
         f.debug_struct("Engine")
             .field("queued_io", &io)
             .field("queued_cpu", &cpu)
+            .field("queued_remote", &remote)
             .field("running", &running)
             .finish()
     }

@@ -22,6 +22,11 @@ fn queue_of(job: &Job) -> QueueId {
     (job.spec.namespace.clone(), job.spec.queue.clone())
 }
 
+/// Where a job waits inside a pool: its queue and, in a pool whose takers run only some
+/// kinds (remote workers), its kind; elsewhere the kind is empty. A worker then finds the
+/// jobs it can run at the heads of lanes, without stepping over jobs it cannot.
+type Lane = (QueueId, String);
+
 /// Adds `delta` to a namespace's count, forgetting namespaces that reach zero.
 fn count<K: std::borrow::Borrow<str> + std::hash::Hash + Eq>(
     counts: &mut HashMap<K, usize>,
@@ -57,15 +62,34 @@ struct ReadyQueue {
 /// The waiting jobs of one pool, by queue.
 #[derive(Debug, Default)]
 pub struct PoolQueues {
-    queues: HashMap<QueueId, ReadyQueue>,
+    queues: HashMap<Lane, ReadyQueue>,
     /// Where each waiting job is.
-    index: HashMap<JobId, (QueueId, Key)>,
+    index: HashMap<JobId, (Lane, Key)>,
+    /// Lanes are split by kind.
+    by_kind: bool,
     /// Waiting jobs per namespace.
     per_namespace: HashMap<String, usize>,
     arrivals: u64,
 }
 
 impl PoolQueues {
+    /// Queues whose jobs are taken by kind as well as by queue (remote workers').
+    pub fn by_kind() -> Self {
+        PoolQueues {
+            by_kind: true,
+            ..PoolQueues::default()
+        }
+    }
+
+    fn lane_of(&self, job: &Job) -> Lane {
+        let kind = if self.by_kind {
+            job.spec.kind.clone()
+        } else {
+            String::new()
+        };
+        (queue_of(job), kind)
+    }
+
     /// Adds a job behind every job of the same or higher priority.
     pub fn push(&mut self, job: Job) {
         self.arrivals += 1;
@@ -75,25 +99,31 @@ impl PoolQueues {
 
     /// Takes the job that should run next among the queues `may_run` allows.
     pub fn pop(&mut self, may_run: impl Fn(&QueueId) -> bool) -> Option<Job> {
-        let (queue, key) = self
+        self.pop_kind(|queue, _| may_run(queue))
+    }
+
+    /// Takes the job that should run next among the queues and kinds `may_run` allows
+    /// (the kind is empty unless the lanes are split [`by_kind`](Self::by_kind)).
+    pub fn pop_kind(&mut self, may_run: impl Fn(&QueueId, &str) -> bool) -> Option<Job> {
+        let (lane, key) = self
             .queues
             .iter()
-            .filter(|(name, _)| may_run(name))
-            .filter_map(|(name, q)| q.order.first_key_value().map(|(key, _)| (name, *key)))
+            .filter(|((queue, kind), _)| may_run(queue, kind))
+            .filter_map(|(lane, q)| q.order.first_key_value().map(|(key, _)| (lane, *key)))
             .min_by_key(|(_, key)| *key)
-            .map(|(name, key)| (name.clone(), key))?;
-        self.take(&queue, key)
+            .map(|(lane, key)| (lane.clone(), key))?;
+        self.take(&lane, key)
     }
 
     /// Takes a specific job out, if it is waiting here, with its place in line.
     pub fn remove(&mut self, id: JobId) -> Option<(Job, Place)> {
-        let (queue, key) = self.index.get(&id)?.clone();
-        self.take(&queue, key).map(|job| (job, Place(key)))
+        let (lane, key) = self.index.get(&id)?.clone();
+        self.take(&lane, key).map(|job| (job, Place(key)))
     }
 
     /// Puts a removed job back where it was (a Cancel that could not be stored).
     pub fn put_back(&mut self, job: Job, Place(key): Place) {
-        let queue = queue_of(&job);
+        let lane = self.lane_of(&job);
         let namespace = &job.spec.namespace;
         count(
             &mut self.per_namespace,
@@ -101,18 +131,18 @@ impl PoolQueues {
             || namespace.clone(),
             true,
         );
-        self.index.insert(job.id, (queue.clone(), key));
-        self.queues.entry(queue).or_default().order.insert(key, job);
+        self.index.insert(job.id, (lane.clone(), key));
+        self.queues.entry(lane).or_default().order.insert(key, job);
     }
 
-    fn take(&mut self, queue: &QueueId, key: Key) -> Option<Job> {
-        let ready = self.queues.get_mut(queue)?;
+    fn take(&mut self, lane: &Lane, key: Key) -> Option<Job> {
+        let ready = self.queues.get_mut(lane)?;
         let job = ready.order.remove(&key)?;
         if ready.order.is_empty() {
-            self.queues.remove(queue);
+            self.queues.remove(lane);
         }
         self.index.remove(&job.id);
-        count(&mut self.per_namespace, &queue.0, String::new, false);
+        count(&mut self.per_namespace, &lane.0.0, String::new, false);
         Some(job)
     }
 
@@ -257,6 +287,23 @@ mod tests {
         assert!(set.pop_due(at).is_none());
         assert_eq!(set.remove(late.id).map(|(due, _)| due), late.run_at);
         assert_eq!((set.len(), set.len_in("default")), (0, 0));
+    }
+
+    #[test]
+    fn lanes_by_kind_let_a_taker_skip_kinds_it_cannot_run() {
+        let mut q = PoolQueues::by_kind();
+        let mut other = job("a", 9);
+        other.spec.kind = "other".into();
+        let (mine, later) = (job("a", 0), job("a", 0));
+        for j in [&other, &mine, &later] {
+            q.push(j.clone());
+        }
+        let only_k = |_: &QueueId, kind: &str| kind == "k";
+        let taken: Vec<_> = std::iter::from_fn(|| q.pop_kind(only_k))
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(taken, [mine.id, later.id]);
+        assert_eq!(q.pop_kind(|_, _| true).map(|j| j.id), Some(other.id));
     }
 
     #[test]

@@ -54,7 +54,12 @@ impl RunControl {
         self.reason().is_some()
     }
 
-    fn reason(&self) -> Option<StopReason> {
+    /// What handlers (or a remote attempt's driver) watch to learn of a stop.
+    pub(crate) fn signal(&self) -> &StopSignal {
+        &self.signal
+    }
+
+    pub(crate) fn reason(&self) -> Option<StopReason> {
         *self.reason.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -131,8 +136,15 @@ async fn drive_attempt(
 
 /// The RUNNING write, which may be started, finished or neither. Waiting for it can be
 /// given up (a `select!` branch) without losing it.
-struct Fuse<'a, T> {
+pub(crate) struct Fuse<'a, T> {
     write: Option<Pin<&'a mut T>>,
+}
+
+impl Fuse<'static, std::future::Ready<()>> {
+    /// A write already done (a remote attempt records RUNNING before it starts).
+    pub(crate) fn finished() -> Self {
+        Fuse { write: None }
+    }
 }
 
 impl<'a, T: Future<Output = ()>> Fuse<'a, T> {
@@ -173,7 +185,7 @@ async fn poll_once<F: Future + ?Sized>(mut future: Pin<&mut F>) -> bool {
 /// Stores the attempt's outcome. It must reach the store, or the job would stay RUNNING
 /// until a restart: keep trying while storage is unavailable (a full disk), for as long as
 /// the engine runs. Each try starts from the same pre-outcome record.
-async fn record_outcome(
+pub(crate) async fn record_outcome(
     engine: &Engine,
     job: &Job,
     settled: Result<Value, Failure>,
@@ -208,9 +220,10 @@ async fn record_outcome(
     }
 }
 
-/// After a failed attempt: back to QUEUED if the service is shutting down (the attempt
-/// does not count), RETRY_WAIT if the failure is retryable and attempts remain, else
-/// FAILED (or CANCELLED).
+/// After a failed attempt: back to QUEUED if the service is shutting down or a worker gave
+/// the job back (the attempt does not count); back to QUEUED at once after a lease expiry
+/// while expiries remain (they have their own limit); RETRY_WAIT if the failure is
+/// retryable and attempts remain, else FAILED (or CANCELLED).
 async fn conclude_failure(
     engine: &Engine,
     job: &mut Job,
@@ -218,10 +231,14 @@ async fn conclude_failure(
     stop: Option<StopReason>,
 ) -> Result<(), EngineError> {
     let now = engine.now();
-    if failure.kind == FailureKind::Shutdown {
+    if matches!(failure.kind, FailureKind::Shutdown | FailureKind::Released) {
         job.attempt -= 1;
         job.state = JobState::Queued;
-        return engine.record_state(job).await;
+        engine.record_state(job).await?;
+        if failure.kind == FailureKind::Released {
+            engine.enqueue(job.clone());
+        }
+        return Ok(());
     }
     job.cancel_requested = stop == Some(StopReason::Client);
     job.errors.push(AttemptFailure {
@@ -229,7 +246,12 @@ async fn conclude_failure(
         failure: failure.clone(),
         at: now,
     });
-    if failure.kind.is_retryable() && job.attempt < job.retry.max_attempts {
+    if failure.kind == FailureKind::LeaseExpired {
+        return conclude_expiry(engine, job, failure).await;
+    }
+    // Attempts lost with a worker's lease have their own limit.
+    let spent = job.attempt.saturating_sub(job.lease_expiries);
+    if failure.kind.is_retryable() && spent < job.retry.max_attempts {
         let delay = job.retry.backoff(job.attempt, spread(job.id, job.attempt));
         job.state = JobState::RetryWait;
         job.run_at = Some(now + delay);
@@ -243,6 +265,31 @@ async fn conclude_failure(
         _ => JobState::Failed,
     };
     job.error = Some(failure);
+    engine.finish(job).await
+}
+
+/// After a worker's lease expired: requeued at once while the job has lost fewer leases
+/// than the limit, else FAILED, saying so.
+async fn conclude_expiry(
+    engine: &Engine,
+    job: &mut Job,
+    failure: Failure,
+) -> Result<(), EngineError> {
+    job.lease_expiries += 1;
+    let limit = engine.shared.config.max_lease_expiries;
+    tracing::warn!(expiries = job.lease_expiries, limit, error = %failure.message, "lease expired");
+    if job.lease_expiries < limit {
+        job.state = JobState::Queued;
+        engine.record_state(job).await?;
+        engine.enqueue(job.clone());
+        return Ok(());
+    }
+    job.state = JobState::Failed;
+    let message = format!(
+        "lost its worker's lease {} times, the limit (--max-lease-expiries); the last time: {}",
+        job.lease_expiries, failure.message
+    );
+    job.error = Some(Failure::new(FailureKind::LeaseExpired, message));
     engine.finish(job).await
 }
 
@@ -261,14 +308,14 @@ fn spread(id: JobId, attempt: u32) -> f64 {
 /// Waits for the handler while passing on its reports (to watchers at once, to the store
 /// at most once per progress interval, the first write at once; nothing before
 /// `first_write` is done) and stopping it when its timeout passes.
-async fn supervise(
+pub(crate) async fn supervise<O>(
     engine: &Engine,
     job: &Job,
     ctx: &JobContext,
     control: &RunControl,
-    run: impl Future<Output = RunOutcome>,
+    run: impl Future<Output = O>,
     first_write: &mut Fuse<'_, impl Future<Output = ()>>,
-) -> RunOutcome {
+) -> O {
     tokio::pin!(run);
     let mut reporter = Reporter::new(engine, job.id, ctx);
     let mut writing: Option<Pin<Box<dyn Future<Output = u64> + Send + '_>>> = None;
@@ -333,7 +380,11 @@ async fn finish_write(writing: &mut Option<Pin<Box<dyn Future<Output = u64> + Se
 /// Turns how the handler ended, and why it was stopped if it was, into a result or the
 /// attempt's failure. A handler that returned a result is a success even if a stop came
 /// too late to matter: the work was done.
-fn settle(job: &Job, outcome: RunOutcome, stop: Option<StopReason>) -> Result<Value, Failure> {
+pub(crate) fn settle(
+    job: &Job,
+    outcome: RunOutcome,
+    stop: Option<StopReason>,
+) -> Result<Value, Failure> {
     let failure = match (outcome, stop) {
         (RunOutcome::Returned(Ok(value)), _) => return Ok(value),
         (RunOutcome::Panicked(message), _) => Failure::new(FailureKind::Panic, message),

@@ -2,7 +2,8 @@
 //! finished jobs past their retention, and rebuilding the queues from the store at start-up
 //! (where a job left RUNNING by a crash counts that attempt as interrupted).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::sleep_until;
 
@@ -80,14 +81,36 @@ impl Engine {
         }
     }
 
-    /// Rebuilds the waiting structures from the store's unfinished jobs.
+    /// Rebuilds the waiting structures from the store's unfinished jobs. A job a worker
+    /// held keeps its lease: the worker may still be running it, and reconnects.
     pub(super) async fn recover(&self) -> Result<(), EngineError> {
         let jobs = self.shared.store.unfinished().await?;
-        let (mut requeued, mut interrupted_jobs) = (0usize, 0usize);
+        let heartbeats: HashMap<(String, String), SystemTime> = (self.shared.store)
+            .worker_leases()
+            .await?
+            .into_iter()
+            .map(|w| ((w.namespace, w.worker_id), w.until))
+            .collect();
+        let (mut requeued, mut interrupted_jobs, mut held) = (0usize, 0usize, 0usize);
         for mut job in jobs {
+            if job.state == JobState::Running {
+                // Watchers may have seen up to LIVE_AHEAD + 1 progress seqs that never
+                // reached the store: number what follows past them.
+                job.last_seq += LIVE_AHEAD + 1;
+            }
             self.go_live(job.id, job.last_seq);
             // Counted as submitted, so the totals never show more finished than came in.
             self.shared.totals.submitted(&job.spec.namespace);
+            if job.state == JobState::Running && job.holder.is_some() {
+                held += 1;
+                let key = (
+                    job.spec.namespace.clone(),
+                    job.holder.clone().unwrap_or_default(),
+                );
+                let until = heartbeats.get(&key).copied();
+                self.restore_remote(job, until);
+                continue;
+            }
             if job.state == JobState::Running {
                 interrupted_jobs += 1;
                 self.recover_interrupted(&mut job).await?;
@@ -98,10 +121,11 @@ impl Engine {
             requeued += 1;
             self.enqueue(job);
         }
-        if requeued + interrupted_jobs > 0 {
+        if requeued + interrupted_jobs + held > 0 {
             tracing::info!(
                 requeued,
                 interrupted = interrupted_jobs,
+                held_by_workers = held,
                 "recovered jobs from the store"
             );
         }
@@ -111,9 +135,6 @@ impl Engine {
     /// A job that was RUNNING when the service stopped: that attempt failed; retry it now
     /// if attempts remain, else it FAILED.
     async fn recover_interrupted(&self, job: &mut Job) -> Result<(), EngineError> {
-        // Watchers may have seen up to LIVE_AHEAD + 1 progress seqs that never reached the
-        // store: number what follows past them.
-        job.last_seq += LIVE_AHEAD + 1;
         let failure = interrupted(job.attempt);
         job.errors.push(AttemptFailure {
             attempt: job.attempt,

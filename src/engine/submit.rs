@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 use super::queue::Place;
 use super::run::StopReason;
 use super::{Engine, EngineError};
-use crate::model::job::{EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState};
+use crate::model::job::{
+    EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState, RetryPolicy,
+};
 use crate::model::violation::FieldViolation;
 use crate::store::Inserted;
 
@@ -81,15 +83,19 @@ impl Engine {
 
     /// Checks a spec against its kind and makes the job it describes (not stored yet).
     async fn prepare(&self, spec: JobSpec) -> Result<Job, EngineError> {
-        let kind =
-            self.shared
-                .registry
-                .get(&spec.kind)
-                .ok_or_else(|| EngineError::UnknownKind {
-                    kind: spec.kind.clone(),
-                    known: self.shared.registry.names(),
-                })?;
-        kind.validate(&spec.args).await?;
+        let retry = match self.shared.registry.get(&spec.kind) {
+            Some(kind) => {
+                kind.validate(&spec.args).await?;
+                kind.retry().clone()
+            }
+            None => {
+                let remote = (self.shared.remote_kinds)
+                    .get(&spec.namespace, &spec.kind)
+                    .ok_or_else(|| self.unknown_kind(&spec))?;
+                remote.validate(&spec.args)?;
+                RetryPolicy::default()
+            }
+        };
         if spec.run_at.is_some_and(|t| t < SystemTime::UNIX_EPOCH) {
             // The store keeps times as time since 1970; the API refuses these first.
             return Err(EngineError::OutOfRange(FieldViolation::new(
@@ -100,8 +106,21 @@ impl Engine {
         if self.shared.stopping.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
-        let retry = spec.retry.clone().unwrap_or_else(|| kind.retry().clone());
+        let retry = spec.retry.clone().unwrap_or(retry);
         Ok(Job::new(spec, retry, self.now()))
+    }
+
+    /// The error for a kind neither built in nor declared in the job's namespace, listing
+    /// both.
+    fn unknown_kind(&self, spec: &JobSpec) -> EngineError {
+        let mut known = self.shared.registry.names();
+        let remote = self.shared.remote_kinds.of(&spec.namespace);
+        known.extend(remote.iter().map(|d| d.kind.name.clone()));
+        known.sort();
+        EngineError::UnknownKind {
+            kind: spec.kind.clone(),
+            known,
+        }
     }
 
     /// Queues a stored job, or resolves a repeated idempotency key.
@@ -185,7 +204,7 @@ impl Engine {
             Ok(job) => Ok(job),
             Err(e) => {
                 self.lock().ready[pool].put_back(waiting, place);
-                self.shared.pools[pool].wake.notify_one();
+                self.wake_pool(pool);
                 Err(e)
             }
         }

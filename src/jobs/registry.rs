@@ -37,6 +37,14 @@ pub struct ArgsError {
 }
 
 impl ArgsError {
+    /// Malformed args: these fields (already named from `args`).
+    pub fn from_violations(violations: Vec<FieldViolation>) -> Self {
+        ArgsError {
+            kind: ArgsErrorKind::Invalid,
+            violations,
+        }
+    }
+
     /// Malformed args: one bad field. `field` is relative to `args`.
     pub fn invalid(field: &str, description: impl Into<String>) -> Self {
         Self::one(ArgsErrorKind::Invalid, field, description)
@@ -343,7 +351,7 @@ fn quoted_field<'m>(message: &'m str, prefixes: &[&str]) -> Option<&'m str> {
     })
 }
 
-fn schema_fields(schema: &Value) -> Vec<ArgField> {
+pub fn schema_fields(schema: &Value) -> Vec<ArgField> {
     let required: Vec<&str> = schema["required"]
         .as_array()
         .map(|r| r.iter().filter_map(Value::as_str).collect())

@@ -97,6 +97,8 @@ pub enum Pool {
     Io,
     /// Blocking handlers on the rayon pool.
     Cpu,
+    /// Worker processes connected over the worker protocol.
+    Remote,
 }
 
 /// What a client asked for, already checked field by field at the API edge.
@@ -305,6 +307,11 @@ pub enum FailureKind {
     Shutdown,
     Interrupted,
     Permanent,
+    /// The worker running the attempt stopped heartbeating for longer than the lease TTL.
+    LeaseExpired,
+    /// The worker gave the job back unfinished (it is draining): requeued at once, the
+    /// attempt not spent.
+    Released,
 }
 
 impl FailureKind {
@@ -316,6 +323,7 @@ impl FailureKind {
                 | FailureKind::Panic
                 | FailureKind::Timeout
                 | FailureKind::Interrupted
+                | FailureKind::LeaseExpired
         )
     }
 }
@@ -399,6 +407,17 @@ pub struct Job {
         skip_serializing_if = "Option::is_none"
     )]
     pub expires_at: Option<SystemTime>,
+    /// The worker holding the running attempt of a remote job (its id), while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// The fencing epoch: goes up with every assignment to a worker, and a worker's write
+    /// must carry the current one. Kept after the attempt, so the next one goes higher.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+    /// Attempts that ended because their worker's lease expired; they have a limit of their
+    /// own and do not count against the retry policy's attempts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_expiries: u32,
 }
 
 impl Job {
@@ -417,6 +436,9 @@ impl Job {
             retry,
             errors: Vec::new(),
             expires_at: None,
+            holder: None,
+            epoch: 0,
+            lease_expiries: 0,
             spec,
             attempt: 0,
             progress: None,

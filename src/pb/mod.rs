@@ -1,5 +1,6 @@
-//! The generated protobuf types, gRPC client and server of `spindle.v1`, the encoded
-//! file descriptor set that reflection serves, ([`bench`]) the benchmark's own
+//! The generated protobuf types, gRPC client and server of `spindle.v1`, ([`worker`]) the
+//! worker protocol `spindle.worker.v1`, the encoded file descriptor set that reflection
+//! serves (both packages), ([`bench`]) the benchmark's own
 //! `spindle.bench.v1`, and ([`json`]) the Struct <-> JSON helpers that the API, the CLI
 //! and the bench all use.
 
@@ -9,6 +10,12 @@ pub use generated::*;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 mod generated {
     tonic::include_proto!("spindle.v1");
+}
+
+/// `spindle.worker.v1`: the protocol worker processes speak, in any language.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod worker {
+    tonic::include_proto!("spindle.worker.v1");
 }
 
 /// `spindle.bench.v1`: the no-work reference RPCs `spindle bench` measures against, served

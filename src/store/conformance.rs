@@ -299,6 +299,8 @@ async fn sqlite_reads_records_and_schemas_of_the_earlier_format() {
     conn.execute_batch(
         "DROP TABLE job_labels;
          DROP TABLE meta;
+         DROP TABLE remote_kinds;
+         DROP TABLE workers;
          DROP INDEX jobs_unfinished;
          CREATE INDEX jobs_unfinished ON jobs(state)
              WHERE state NOT IN ('succeeded', 'failed', 'cancelled');

@@ -13,8 +13,9 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{Inserted, ListQuery, Page, Store, StoreError};
+use super::{Inserted, ListQuery, Page, Store, StoreError, WorkerLease};
 use crate::model::job::{Event, EventData, Job, JobId, JobState, Progress, whole_millis};
+use crate::model::worker::RemoteKind;
 
 /// Jobs and their logs in process memory.
 #[derive(Debug, Default)]
@@ -30,6 +31,10 @@ struct Inner {
     /// Idempotency key -> job.
     /// Idempotency keys by (namespace, key): each namespace has its own.
     keys: HashMap<(String, String), JobId>,
+    /// Declared remote kinds by (namespace, name).
+    remote_kinds: BTreeMap<(String, String), RemoteKind>,
+    /// Workers' lease expiries by (namespace, worker id).
+    workers: BTreeMap<(String, String), SystemTime>,
 }
 
 /// One stored job.
@@ -304,5 +309,46 @@ impl Store for MemoryStore {
             }
         }
         Ok(expired.len())
+    }
+
+    async fn put_remote_kinds(
+        &self,
+        namespace: &str,
+        kinds: &[RemoteKind],
+        _at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for kind in kinds {
+            let key = (namespace.to_string(), kind.name.clone());
+            inner.remote_kinds.insert(key, kind.clone());
+        }
+        Ok(())
+    }
+
+    async fn remote_kinds(&self) -> Result<Vec<(String, RemoteKind)>, StoreError> {
+        let inner = self.lock();
+        let kinds = inner.remote_kinds.iter();
+        Ok(kinds.map(|((ns, _), k)| (ns.clone(), k.clone())).collect())
+    }
+
+    async fn renew_worker(
+        &self,
+        namespace: &str,
+        worker_id: &str,
+        until: SystemTime,
+    ) -> Result<(), StoreError> {
+        let key = (namespace.to_string(), worker_id.to_string());
+        self.lock().workers.insert(key, until);
+        Ok(())
+    }
+
+    async fn worker_leases(&self) -> Result<Vec<WorkerLease>, StoreError> {
+        let inner = self.lock();
+        let leases = inner.workers.iter().map(|((ns, id), until)| WorkerLease {
+            namespace: ns.clone(),
+            worker_id: id.clone(),
+            until: *until,
+        });
+        Ok(leases.collect())
     }
 }

@@ -26,6 +26,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::model::job::{Event, EventData, Job, JobId, JobState};
+use crate::model::worker::RemoteKind;
 
 /// What a store can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -153,6 +154,14 @@ pub enum Inserted {
     Existing(Box<Job>),
 }
 
+/// A worker's recorded lease expiry (see [`Store::renew_worker`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLease {
+    pub namespace: String,
+    pub worker_id: String,
+    pub until: SystemTime,
+}
+
 /// Where jobs and their event logs live.
 ///
 /// Writes land in the order they are made: a write whose future was first polled after
@@ -221,6 +230,31 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes finished jobs (and their logs and idempotency keys) whose `expires_at` has
     /// passed. Returns how many went.
     async fn purge(&self, now: SystemTime) -> Result<usize, StoreError>;
+
+    /// Keeps the kinds a worker declared in `namespace`, replacing earlier declarations of
+    /// the same names: a kind stays known (Submit accepts it) across restarts and while
+    /// no worker is connected.
+    async fn put_remote_kinds(
+        &self,
+        namespace: &str,
+        kinds: &[RemoteKind],
+        at: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// Every declared remote kind with its namespace; read once at start-up.
+    async fn remote_kinds(&self) -> Result<Vec<(String, RemoteKind)>, StoreError>;
+
+    /// A worker's heartbeat: every lease it holds (jobs whose `holder` it is) lives until
+    /// `until`. One small write, however many jobs the worker runs.
+    async fn renew_worker(
+        &self,
+        namespace: &str,
+        worker_id: &str,
+        until: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// The lease expiry each worker last recorded, by namespace and worker id.
+    async fn worker_leases(&self) -> Result<Vec<WorkerLease>, StoreError>;
 
     /// Finishes pending writes and releases the storage (files, locks); later calls fail
     /// with `Unavailable`. The engine calls it last thing at shutdown.

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use spindle::model::job::{Event, EventData, Job, JobId};
-use spindle::store::{Inserted, ListQuery, Page, SqliteStore, Store, StoreError};
+use spindle::model::worker::RemoteKind;
+use spindle::store::{Inserted, ListQuery, Page, SqliteStore, Store, StoreError, WorkerLease};
 
 pub struct FaultyStore {
     inner: SqliteStore,
@@ -102,6 +103,34 @@ impl Store for FaultyStore {
     async fn purge(&self, now: SystemTime) -> Result<usize, StoreError> {
         self.check()?;
         self.inner.purge(now).await
+    }
+
+    async fn put_remote_kinds(
+        &self,
+        namespace: &str,
+        kinds: &[RemoteKind],
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_remote_kinds(namespace, kinds, at).await
+    }
+
+    async fn remote_kinds(&self) -> Result<Vec<(String, RemoteKind)>, StoreError> {
+        self.inner.remote_kinds().await
+    }
+
+    async fn renew_worker(
+        &self,
+        namespace: &str,
+        worker_id: &str,
+        until: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.renew_worker(namespace, worker_id, until).await
+    }
+
+    async fn worker_leases(&self) -> Result<Vec<WorkerLease>, StoreError> {
+        self.inner.worker_leases().await
     }
 
     async fn close(&self) {

@@ -7,6 +7,7 @@
 
 pub mod faulty;
 pub mod process;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::time::Duration;

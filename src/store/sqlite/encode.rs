@@ -22,6 +22,8 @@ pub struct EncodedJob {
     pub record: String,
     /// The progress column, if the job has progress.
     pub progress: Option<String>,
+    /// The worker running it, for a remote job (the `lease_owner` column).
+    pub holder: Option<String>,
 }
 
 /// An event as its row holds it.
@@ -48,6 +50,7 @@ impl EncodedJob {
             idempotency_key: job.spec.idempotency_key.clone(),
             labels: job.spec.labels.clone().into_iter().collect(),
             expires_at_ms: job.expires_at.map(ms),
+            holder: job.holder.clone(),
             last_seq: job.last_seq,
             // Its seq and progress have columns of their own, which win when it is read
             // back; serializing the job as it is saves a clone of the whole job per write.

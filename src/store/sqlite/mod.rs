@@ -7,6 +7,7 @@ mod checkpoint;
 mod encode;
 #[cfg(test)]
 mod query_tests;
+mod remote;
 mod schema;
 mod writer;
 #[cfg(test)]
@@ -20,8 +21,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{Inserted, ListQuery, Page, Store, StoreError};
+use super::{Inserted, ListQuery, Page, Store, StoreError, WorkerLease};
 use crate::model::job::{Event, EventData, Job, JobId, Progress};
+use crate::model::worker::RemoteKind;
 use encode::EncodedJob;
 use writer::{Answer, Op, Reply};
 
@@ -434,6 +436,32 @@ impl Store for SqliteStore {
                 _ => return Err(unavailable("unexpected answer from the writer")),
             }
         }
+    }
+
+    async fn put_remote_kinds(
+        &self,
+        namespace: &str,
+        kinds: &[RemoteKind],
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.write_kinds(namespace, kinds, at).await
+    }
+
+    async fn remote_kinds(&self) -> Result<Vec<(String, RemoteKind)>, StoreError> {
+        self.read_kinds().await
+    }
+
+    async fn renew_worker(
+        &self,
+        namespace: &str,
+        worker_id: &str,
+        until: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.write_worker(namespace, worker_id, until).await
+    }
+
+    async fn worker_leases(&self) -> Result<Vec<WorkerLease>, StoreError> {
+        self.read_workers().await
     }
 
     async fn close(&self) {

@@ -11,7 +11,7 @@ use crate::store::StoreError;
 /// "SPND": marks a SQLite file as a Spindle database (`PRAGMA application_id`).
 pub const APPLICATION_ID: i32 = 0x5350_4E44;
 /// The schema this build reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -97,6 +97,23 @@ const MIGRATIONS: &[&str] = &[
         WHERE state <> 'succeeded' AND state <> 'failed' AND state <> 'cancelled';
     CREATE INDEX jobs_expiry ON jobs(expires_at_ms) WHERE expires_at_ms IS NOT NULL;
     CREATE INDEX jobs_by_namespace ON jobs(namespace, id);
+    "#,
+    // v4 -> v5: the kinds remote workers declared (so Submit knows them across restarts)
+    // and each worker's lease expiry, renewed by its heartbeat.
+    r#"
+    CREATE TABLE remote_kinds (
+        namespace     TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        record        TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE workers (
+        namespace      TEXT NOT NULL,
+        worker_id      TEXT NOT NULL,
+        lease_until_ms INTEGER NOT NULL,
+        PRIMARY KEY (namespace, worker_id)
+    ) WITHOUT ROWID;
     "#,
 ];
 

@@ -35,6 +35,10 @@ pub enum Op {
     Purge(SystemTime, usize),
     /// Caps the database size (`PRAGMA max_page_count`); for tests of a full disk.
     PageLimit(u64),
+    /// Remote kinds of a namespace (name, record JSON), declared at this time.
+    PutKinds(String, Vec<(String, String)>, SystemTime),
+    /// A worker's lease expiry: namespace, worker id, until.
+    RenewWorker(String, String, SystemTime),
 }
 
 /// What a write request produced.
@@ -99,7 +103,7 @@ fn superseded(batch: &[Op]) -> Vec<bool> {
             }
             Op::Append(id, ..) => drop(next_is_save.insert(*id, false)),
             Op::Purge(..) => next_is_save.clear(),
-            Op::PageLimit(_) => {}
+            Op::PageLimit(_) | Op::PutKinds(..) | Op::RenewWorker(..) => {}
         }
     }
     superseded
@@ -209,6 +213,13 @@ impl Writer {
                     .pragma_update(None, "max_page_count", pages)
                     .map_err(write_failed)?;
                 Ok(Answer::Count(0))
+            }
+            Op::PutKinds(namespace, kinds, at) => {
+                super::remote::put_kinds(&self.conn, namespace, kinds, *at).map(Answer::Count)
+            }
+            Op::RenewWorker(namespace, worker, until) => {
+                super::remote::renew_worker(&self.conn, namespace, worker, *until)
+                    .map(Answer::Count)
             }
         }
     }
@@ -321,7 +332,7 @@ impl Writer {
                 s.execute(params![
                     blob,
                     state_name(job.state),
-                    running.then_some(&self.node),
+                    job.holder.as_ref().or(running.then_some(&self.node)),
                     job.expires_at_ms,
                     job.record,
                     job.progress,

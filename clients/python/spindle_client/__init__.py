@@ -8,6 +8,7 @@
         print(event.type, event.progress or event.state)
 
 `AsyncClient` has the same methods for asyncio code (FastAPI's `async def` endpoints).
+`Worker` runs your own functions as Spindle jobs (see spindle_client.worker).
 """
 
 from .aio import AsyncClient
@@ -24,6 +25,7 @@ from .errors import (
     Unavailable,
 )
 from .models import ArgField, Event, Job, JobError, Kind, Progress, Submitted
+from .worker import JobCancelled, JobContext, PermanentError, Worker
 
 __all__ = [
     "AlreadyExists",
@@ -35,13 +37,17 @@ __all__ = [
     "FailedPrecondition",
     "FieldViolation",
     "InvalidArgument",
+    "JobCancelled",
+    "JobContext",
     "Job",
     "JobError",
     "Kind",
     "NotFound",
+    "PermanentError",
     "PermissionDenied",
     "Progress",
     "SpindleError",
     "Submitted",
     "Unavailable",
+    "Worker",
 ]

@@ -1,4 +1,5 @@
-"""Generates the grpcio stubs for spindle/v1/spindle.proto with grpcio-tools.
+"""Generates the grpcio stubs for spindle/v1/spindle.proto and the worker protocol
+spindle/worker/v1/worker.proto with grpcio-tools.
 
 The stubs are not committed: setup.py calls this at install time, and the package calls
 it on first import when it runs from a checkout (the tests do), so they always match the
@@ -11,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-PROTO = "spindle/v1/spindle.proto"
+PROTOS = ("spindle/v1/spindle.proto", "spindle/worker/v1/worker.proto")
 
 
 def default_proto_dir() -> Path:
@@ -23,14 +24,15 @@ def default_proto_dir() -> Path:
 
 
 def generate(out_dir: Path, proto_dir: Path | None = None) -> None:
-    """Writes spindle/v1/spindle_pb2.py and spindle_pb2_grpc.py under out_dir."""
+    """Writes spindle/v1/spindle_pb2*.py and spindle/worker/v1/worker_pb2*.py under out_dir."""
     from grpc_tools import protoc  # only needed to generate, not to run
     import grpc_tools
 
     proto_dir = proto_dir or default_proto_dir()
-    source = proto_dir / PROTO
-    if not source.is_file():
-        raise RuntimeError(f"cannot generate the Spindle stubs: {source} does not exist")
+    sources = [proto_dir / proto for proto in PROTOS]
+    for source in sources:
+        if not source.is_file():
+            raise RuntimeError(f"cannot generate the Spindle stubs: {source} does not exist")
     out_dir.mkdir(parents=True, exist_ok=True)
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     code = protoc.main(
@@ -40,22 +42,26 @@ def generate(out_dir: Path, proto_dir: Path | None = None) -> None:
             f"-I{well_known}",
             f"--python_out={out_dir}",
             f"--grpc_python_out={out_dir}",
-            str(source),
+            *[str(source) for source in sources],
         ]
     )
     if code != 0:
-        raise RuntimeError(f"grpc_tools.protoc failed on {source} (exit code {code})")
-    for package in (out_dir / "spindle", out_dir / "spindle" / "v1"):
-        (package / "__init__.py").touch()
+        raise RuntimeError(f"grpc_tools.protoc failed on {sources} (exit code {code})")
+    packages = ("spindle", "spindle/v1", "spindle/worker", "spindle/worker/v1")
+    for package in packages:
+        (out_dir / package / "__init__.py").touch()
 
 
 def is_stale(out_dir: Path, proto_dir: Path | None = None) -> bool:
     """True when the stubs are missing, or older than a proto that is present."""
-    stub = out_dir / "spindle" / "v1" / "spindle_pb2_grpc.py"
-    if not stub.is_file():
-        return True
-    source = (proto_dir or default_proto_dir()) / PROTO
-    return source.is_file() and source.stat().st_mtime > stub.stat().st_mtime
+    for proto in PROTOS:
+        stub = out_dir / proto.replace(".proto", "_pb2_grpc.py")
+        if not stub.is_file():
+            return True
+        source = (proto_dir or default_proto_dir()) / proto
+        if source.is_file() and source.stat().st_mtime > stub.stat().st_mtime:
+            return True
+    return False
 
 
 if __name__ == "__main__":

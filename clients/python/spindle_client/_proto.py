@@ -20,5 +20,7 @@ if str(_GENERATED) not in sys.path:
 
 from spindle.v1 import spindle_pb2 as pb  # noqa: E402
 from spindle.v1 import spindle_pb2_grpc as pb_grpc  # noqa: E402
+from spindle.worker.v1 import worker_pb2 as wpb  # noqa: E402
+from spindle.worker.v1 import worker_pb2_grpc as wpb_grpc  # noqa: E402
 
-__all__ = ["pb", "pb_grpc"]
+__all__ = ["pb", "pb_grpc", "wpb", "wpb_grpc"]

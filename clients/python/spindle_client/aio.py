@@ -154,8 +154,12 @@ class AsyncClient:
 
     async def kinds(self) -> list[Kind]:
         """Every job kind the server runs, with its pool and arguments."""
-        answer = await self._call("ListKinds", pb.ListKindsRequest())
+        answer = await self._call("ListKinds", pb.ListKindsRequest(namespace=self.namespace))
         return [Kind.from_pb(k) for k in answer.kinds]
+
+    async def stats(self):
+        """The namespace's counters (the `spindle.v1.Stats` message), as `Client.stats`."""
+        return await self._call("GetStats", pb.GetStatsRequest(namespace=self.namespace))
 
     async def watch(
         self, job_id: str, *, after_seq: int = 0, reconnect_for: Seconds = 60.0

@@ -184,7 +184,13 @@ class Client:
 
     def kinds(self) -> list[Kind]:
         """Every job kind the server runs, with its pool and arguments."""
-        return [Kind.from_pb(k) for k in self._call("ListKinds", pb.ListKindsRequest()).kinds]
+        request = pb.ListKindsRequest(namespace=self.namespace)
+        return [Kind.from_pb(k) for k in self._call("ListKinds", request).kinds]
+
+    def stats(self):
+        """The namespace's counters (the `spindle.v1.Stats` message): queued, delayed and
+        running now, and totals since the server started."""
+        return self._call("GetStats", pb.GetStatsRequest(namespace=self.namespace))
 
     def watch(
         self, job_id: str, *, after_seq: int = 0, reconnect_for: Seconds = 60.0

@@ -218,13 +218,15 @@ class ArgField:
 
 @dataclass(frozen=True)
 class Kind:
-    """A job kind the server can run: its pool ("io" or "cpu") and its arguments."""
+    """A job kind the server can run: its pool ("io", "cpu", or "remote" for kinds that
+    workers declared, with `workers` connected now) and its arguments."""
 
     name: str
     pool: str
     description: str
     fields: list
     args_schema: dict
+    workers: int = 0
 
     @classmethod
     def from_pb(cls, msg) -> "Kind":
@@ -234,4 +236,5 @@ class Kind:
             description=msg.description,
             fields=[ArgField(f.name, f.type, f.required, f.description) for f in msg.fields],
             args_schema=json_format.MessageToDict(msg.args_schema),
+            workers=msg.workers,
         )

@@ -35,8 +35,9 @@ def spindle_binary() -> Path:
 class Server:
     """One spindle process; `restart()` brings it back on the same address and data."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, env: dict | None = None):
         self.root = root
+        self.extra_env = env or {}
         self.files = root / "files"
         self.addr = "127.0.0.1:0"
         self.process = None
@@ -56,6 +57,7 @@ class Server:
             # The web stub of the http.request tests listens here.
             SPINDLE_ALLOW_EGRESS="127.0.0.1",
             RUST_LOG="info",
+            **self.extra_env,
         )
         self.process = subprocess.Popen(
             [str(spindle_binary()), "serve"],

@@ -63,6 +63,9 @@ async fn run() -> ExitCode {
         Some(Command::BenchEcho(ref args)) => {
             return ExitCode::from(spindle::bench::probe::serve_echo(args.clone()).await);
         }
+        Some(Command::BenchWorker(ref args)) => {
+            return ExitCode::from(spindle::bench::worker::run_worker(args.clone()).await);
+        }
         Some(_) => return ExitCode::from(spindle::cli::run_client(cli).await),
     };
     spindle::telemetry::init();

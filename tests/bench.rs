@@ -35,7 +35,7 @@ fn smoke_run_covers_every_workload_on_both_stores_with_sane_figures() {
             )
         })
         .collect();
-    for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "W7"] {
+    for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"] {
         for store in ["memory", "sqlite"] {
             assert!(
                 seen.contains(&(workload.into(), store.into())),

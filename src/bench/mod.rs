@@ -1,4 +1,4 @@
-//! `spindle bench`: the benchmark harness. It runs the workloads W1-W7 against a server
+//! `spindle bench`: the benchmark harness. It runs the workloads W1-W8 against a server
 //! it starts in this process (memory and durable SQLite stores, a fresh one per workload
 //! and run) or against a server at a URL, repeats each run, and reports every figure's
 //! median, min and max as a table, JSON and markdown (BENCHMARKS.md).
@@ -7,6 +7,8 @@
 //!   SubmitBatch), W2 end to end, W3 round trip, and W5, the no-work Echo reference.
 //! - [`progress`]: W4, progress delivery to 1 to 10,000 watchers.
 //! - [`pressure`]: W6 API latency under a saturated CPU pool, W7 a deep queue.
+//! - [`remote`]: W8, remote jobs end to end through worker processes ([`worker`]: the
+//!   minimal Rust one).
 //! - [`target`], [`load`]: the server under test and the client side; [`probe`]: W6's
 //!   client and bare echo limit, each a process of its own.
 //! - [`report`]: the results and their formats.
@@ -15,8 +17,10 @@ pub mod load;
 pub mod pressure;
 pub mod probe;
 pub mod progress;
+pub mod remote;
 pub mod report;
 pub mod target;
+pub mod worker;
 pub mod workloads;
 
 use std::time::SystemTime;
@@ -38,6 +42,7 @@ pub struct Sizes {
     pub w6_calls: usize,
     pub w7_depth: usize,
     pub w7_jobs: usize,
+    pub w8_jobs: usize,
 }
 
 impl Sizes {
@@ -54,6 +59,7 @@ impl Sizes {
             w6_calls: 2000,
             w7_depth: 1_000_000,
             w7_jobs: 20_000,
+            w8_jobs: 20_000,
         }
     }
 
@@ -70,12 +76,13 @@ impl Sizes {
             w6_calls: 50,
             w7_depth: 5000,
             w7_jobs: 300,
+            w8_jobs: 1000,
         }
     }
 }
 
 /// The workloads by name, in order.
-pub const WORKLOADS: [&str; 6] = ["W1", "W2", "W3", "W4", "W6", "W7"];
+pub const WORKLOADS: [&str; 7] = ["W1", "W2", "W3", "W4", "W6", "W7", "W8"];
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -99,6 +106,7 @@ async fn run_once(workload: &str, target: &Target, sizes: &Sizes) -> Result<Vec<
         "W4" => progress::w4(target, sizes).await,
         "W6" => pressure::w6(target, sizes).await,
         "W7" => pressure::w7(target, sizes).await,
+        "W8" => remote::w8(target, sizes).await,
         other => Err(format!("no workload {other}")),
     }
 }

@@ -217,7 +217,7 @@ pub async fn w2(target: &Target, sizes: &Sizes) -> Outcome {
     Ok(figures)
 }
 
-async fn stats(
+pub(super) async fn stats(
     client: &mut JobServiceClient<tonic::transport::Channel>,
 ) -> Result<pb::Stats, String> {
     Ok(client
@@ -230,7 +230,7 @@ async fn stats(
 }
 
 /// Polls GetStats every 2 ms until `target` jobs have succeeded (at most 10 minutes).
-async fn wait_succeeded(
+pub(super) async fn wait_succeeded(
     client: &mut JobServiceClient<tonic::transport::Channel>,
     target: u64,
 ) -> Result<(), String> {

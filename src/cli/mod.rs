@@ -75,7 +75,7 @@ pub enum Command {
     /// Show the server's counters: jobs queued, delayed and running now, jobs finished
     /// since it started, open watch streams.
     Stats,
-    /// Measure throughput and latency (workloads W1-W7) and print a table.
+    /// Measure throughput and latency (workloads W1-W8) and print a table.
     Bench(bench::BenchArgs),
     /// W6's client process: times sequential calls and prints percentiles as JSON.
     #[command(hide = true)]
@@ -83,6 +83,9 @@ pub enum Command {
     /// W6's limit: a bare tonic echo server; prints its URL, stops when stdin closes.
     #[command(hide = true)]
     BenchEcho(crate::bench::probe::EchoArgs),
+    /// W8's minimal Rust worker: completes every job of its kind at once.
+    #[command(hide = true)]
+    BenchWorker(crate::bench::worker::WorkerArgs),
 }
 
 /// Flags of `spindle submit`.
@@ -186,7 +189,11 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
     let json = cli.json;
     let mut c = client::connect(&cli.server, &cli.namespace).await?;
     match command {
-        Command::Serve(_) | Command::Bench(_) | Command::BenchProbe(_) | Command::BenchEcho(_) => {}
+        Command::Serve(_)
+        | Command::Bench(_)
+        | Command::BenchProbe(_)
+        | Command::BenchEcho(_)
+        | Command::BenchWorker(_) => {}
         Command::Submit(args) => {
             let job = client::submit(&mut c, &args).await?;
             if json {

@@ -64,7 +64,13 @@ send({
   },
 });
 
+// A batch is several messages in one, taken in order.
 session.on("data", (message) => {
+  if (message.message === "batch") message.batch.messages.forEach(take);
+  else take(message);
+});
+
+function take(message) {
   switch (message.message) {
     case "welcome": {
       const ms = message.welcome.heartbeatInterval.seconds * 1000 + message.welcome.heartbeatInterval.nanos / 1e6;
@@ -90,7 +96,7 @@ session.on("data", (message) => {
     default:
       break;
   }
-});
+}
 session.on("error", (e) => {
   clearInterval(heartbeat);
   if (e.code !== grpc.status.CANCELLED) {

@@ -67,24 +67,36 @@ async fn work(args: &WorkerArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .into_inner();
     while let Some(m) = inbound.message().await.map_err(|e| e.to_string())? {
-        match m.message {
-            Some(FromServer::Welcome(_)) => {
-                send(ToServer::Credit(pbw::Credit { slots: args.slots }))?;
-                println!("ready");
+        let messages = match m.message {
+            Some(FromServer::Batch(batch)) => batch.messages,
+            other => vec![pbw::ServerMessage { message: other }],
+        };
+        // Everything a batch assigns is completed in one batch back, with its credits.
+        let mut answer = Vec::new();
+        let mut freed = 0;
+        for m in messages {
+            match m.message {
+                Some(FromServer::Welcome(_)) => {
+                    send(ToServer::Credit(pbw::Credit { slots: args.slots }))?;
+                    println!("ready");
+                }
+                Some(FromServer::Assign(a)) => {
+                    let complete = pbw::Complete {
+                        lease: a.lease,
+                        result: None,
+                    };
+                    answer.push(message(ToServer::Complete(complete)));
+                    freed += 1;
+                }
+                _ => {}
             }
-            Some(FromServer::Assign(a)) => {
-                let complete = pbw::Complete {
-                    lease: a.lease,
-                    result: None,
-                };
-                tx.send(message(ToServer::Complete(complete)))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tx.send(message(ToServer::Credit(pbw::Credit { slots: 1 })))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            _ => {}
+        }
+        if freed > 0 {
+            answer.push(message(ToServer::Credit(pbw::Credit { slots: freed })));
+            let batch = pbw::WorkerBatch { messages: answer };
+            tx.send(message(ToServer::Batch(batch)))
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     Ok(())

@@ -54,6 +54,8 @@ pub fn kind_with_schema(name: &str, schema: Value) -> pbw::KindDeclaration {
 pub struct TestWorker {
     tx: mpsc::Sender<pbw::WorkerMessage>,
     rx: Streaming<pbw::ServerMessage>,
+    /// Messages of a batch not yet taken.
+    pending: std::collections::VecDeque<FromServer>,
     pub welcome: pbw::Welcome,
 }
 
@@ -79,7 +81,12 @@ impl TestWorker {
             }) => w,
             other => panic!("expected a welcome, got {other:?}"),
         };
-        Ok(TestWorker { tx, rx, welcome })
+        Ok(TestWorker {
+            tx,
+            rx,
+            pending: Default::default(),
+            welcome,
+        })
     }
 
     pub async fn send(&self, m: ToServer) {
@@ -90,12 +97,23 @@ impl TestWorker {
         self.send(ToServer::Credit(pbw::Credit { slots })).await;
     }
 
-    /// The next message from the server, or the status that ended the session.
+    /// The next message from the server (a batch taken apart), or the status that ended
+    /// the session.
     pub async fn next(&mut self) -> Result<Option<FromServer>, Status> {
+        if let Some(m) = self.pending.pop_front() {
+            return Ok(Some(m));
+        }
         let m = tokio::time::timeout(Duration::from_secs(20), self.rx.message())
             .await
             .expect("a message within 20 s")?;
-        Ok(m.and_then(|m| m.message))
+        match m.and_then(|m| m.message) {
+            Some(FromServer::Batch(batch)) => {
+                self.pending
+                    .extend(batch.messages.into_iter().filter_map(|m| m.message));
+                Ok(self.pending.pop_front())
+            }
+            other => Ok(other),
+        }
     }
 
     /// The next message that is not `Settled`.

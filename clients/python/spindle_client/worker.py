@@ -23,6 +23,7 @@ keeps each outcome until the server says it is stored, sending it again after a 
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import os
 import signal
@@ -35,19 +36,20 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from ._context import JobCancelled, JobContext, Lease, PermanentError
 from ._processes import ProcessPool
 from ._proto import wpb, wpb_grpc
 from .client import _target
-from .models import plain
 
 __all__ = ["Worker", "JobContext", "PermanentError", "JobCancelled"]
 
 _SDK = "spindle-python/0.1"
 #: How long progress waits to be coalesced before it is sent.
 _PROGRESS_EVERY = 0.05
+#: The most messages one batch carries (the server's limit too).
+_MAX_BATCH = 1024
 
 
 @dataclass
@@ -113,6 +115,9 @@ class Worker:
         self._pool: Optional[ProcessPool] = None
         self._connected = threading.Event()
         self._fatal: Optional[BaseException] = None
+        self._posted: collections.deque = collections.deque()
+        self._wake_pending = False
+        self._credits = 0
 
     # -- declaring handlers --
 
@@ -260,12 +265,20 @@ class Worker:
             outbox = self._outbox
 
             async def requests():
+                # What is queued goes as one batch: one stream message, not one each.
                 yield hello
                 while True:
-                    message = await outbox.get()
-                    if message is None:
+                    batch = [await outbox.get()]
+                    while not outbox.empty() and len(batch) < _MAX_BATCH:
+                        batch.append(outbox.get_nowait())
+                    done = None in batch
+                    batch = [m for m in batch if m is not None]
+                    if len(batch) == 1:
+                        yield batch[0]
+                    elif batch:
+                        yield wpb.WorkerMessage(batch=wpb.WorkerBatch(messages=batch))
+                    if done:
                         return
-                    yield message
 
             call = stub.Session(requests())
             heartbeat: Optional[asyncio.Task] = None
@@ -274,6 +287,10 @@ class Worker:
                     which = message.WhichOneof("message")
                     if which == "welcome":
                         heartbeat = self._welcomed(message.welcome, outbox)
+                    elif which == "batch":
+                        for inner in message.batch.messages:
+                            kind = inner.WhichOneof("message")
+                            self._on_message(kind, getattr(inner, kind))
                     else:
                         self._on_message(which, getattr(message, which))
             finally:
@@ -286,6 +303,7 @@ class Worker:
         with self._lock:
             resend = list(self._unsettled.values())
             free = self.slots - len(self._running) - len(self._unsettled)
+            self._credits = 0  # a new session: its credits are counted afresh here
         for lease, outcome in resend:
             outbox.put_nowait(_outcome_message(lease, outcome))
         if free > 0 and not self._draining.is_set():
@@ -341,7 +359,7 @@ class Worker:
         running.ctx = ctx
         with self._lock:
             self._running[lease.job_id] = running
-        args = plain(json_format.MessageToDict(assign.args)) if assign.HasField("args") else {}
+        args = _from_struct(assign.args) if assign.HasField("args") else {}
         if kind is None:
             self._finish(running, ("permanent", f"this worker has no handler for {assign.kind!r}"))
         elif kind.is_async:
@@ -394,8 +412,19 @@ class Worker:
         self._post_message(_outcome_message(ctx.lease, outcome))
 
     def _credit(self) -> None:
-        if not self._draining.is_set():
-            self._post_message(wpb.WorkerMessage(credit=wpb.Credit(slots=1)))
+        # Slots freed together are granted in one Credit.
+        with self._lock:
+            self._credits += 1
+            first = self._credits == 1
+        if first:
+            self._post_message(_GRANT)
+
+    def _grant(self) -> Optional["wpb.WorkerMessage"]:
+        with self._lock:
+            slots, self._credits = self._credits, 0
+        if slots == 0 or self._draining.is_set():
+            return None
+        return wpb.WorkerMessage(credit=wpb.Credit(slots=slots))
 
     def _report(self, running: _Running, what: str, value: Any) -> None:
         if running.ctx._lost:
@@ -426,17 +455,34 @@ class Worker:
         self._post_message(wpb.WorkerMessage(progress=progress))
 
     def _post_message(self, message) -> None:
+        # From any thread: queued here, and the session loop is woken once for however
+        # many messages arrive before it runs (a wake-up is a write to its self-pipe).
+        self._posted.append(message)
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         loop = self._session_loop
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(self._enqueue, message)
+            loop.call_soon_threadsafe(self._take_posted)
         except RuntimeError:
             pass
 
-    def _enqueue(self, message) -> None:
-        if self._outbox is not None:
-            self._outbox.put_nowait(message)
+    def _take_posted(self) -> None:
+        self._wake_pending = False
+        while self._posted:
+            message = self._posted.popleft()
+            if message is _GRANT:
+                message = self._grant()
+                if message is None:
+                    continue
+            if self._outbox is not None:
+                self._outbox.put_nowait(message)
+
+
+#: Stands in the posted queue for "grant the credits freed so far".
+_GRANT = object()
 
 
 def _lease_pb(lease: Lease):
@@ -455,10 +501,9 @@ def _outcome_message(lease: Lease, outcome: tuple[str, Any]):
     kind, payload = outcome
     lease_pb = _lease_pb(lease)
     if kind == "done":
-        value = struct_pb2.Value()
         try:
-            json_format.ParseDict(payload, value)
-        except (json_format.ParseError, TypeError, ValueError) as e:
+            value = _to_value(payload)
+        except (TypeError, ValueError) as e:
             message = f"the handler's result is not JSON: {e}"
             return wpb.WorkerMessage(fail=wpb.Fail(lease=lease_pb, message=message, retryable=False))
         return wpb.WorkerMessage(complete=wpb.Complete(lease=lease_pb, result=value))
@@ -466,3 +511,50 @@ def _outcome_message(lease: Lease, outcome: tuple[str, Any]):
         return wpb.WorkerMessage(release=wpb.Release(lease=lease_pb, reason=wpb.Release.REASON_DRAINING))
     retryable = kind == "failed"
     return wpb.WorkerMessage(fail=wpb.Fail(lease=lease_pb, message=str(payload), retryable=retryable))
+
+
+def _to_value(obj: Any) -> "struct_pb2.Value":
+    """A JSON-like Python value as a protobuf Value (json_format's ParseDict is several
+    times slower, and this runs once per job)."""
+    value = struct_pb2.Value()
+    if obj is None:
+        value.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(obj, bool):
+        value.bool_value = obj
+    elif isinstance(obj, (int, float)):
+        if obj != obj or obj in (float("inf"), float("-inf")):
+            raise ValueError(f"{obj!r} is not a JSON number")
+        value.number_value = obj
+    elif isinstance(obj, str):
+        value.string_value = obj
+    elif isinstance(obj, dict):
+        fields = value.struct_value.fields
+        for key, item in obj.items():
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be strings, not {type(key).__name__}")
+            fields[key].CopyFrom(_to_value(item))
+    elif isinstance(obj, (list, tuple)):
+        value.list_value.values.extend(_to_value(item) for item in obj)
+    else:
+        raise TypeError(f"{type(obj).__name__} is not JSON")
+    return value
+
+
+def _from_value(value: "struct_pb2.Value") -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        n = value.number_value
+        return int(n) if n.is_integer() and abs(n) < 2**53 else n
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return _from_struct(value.struct_value)
+    if kind == "list_value":
+        return [_from_value(v) for v in value.list_value.values]
+    return None
+
+
+def _from_struct(struct: "struct_pb2.Struct") -> dict:
+    return {key: _from_value(v) for key, v in struct.fields.items()}

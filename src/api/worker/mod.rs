@@ -25,6 +25,8 @@ use crate::pb::worker::worker_service_server::WorkerService;
 
 /// Messages to one worker waiting for its connection.
 const OUTBOUND: usize = 256;
+/// The most messages one batch carries, either way.
+const MAX_BATCH: usize = 1024;
 
 /// The WorkerService implementation.
 #[derive(Debug, Clone)]
@@ -144,7 +146,7 @@ async fn serve(
             },
             out = outbox.recv() => match out {
                 Some(m) => {
-                    if tx.send(Ok(convert::to_pb(m))).await.is_err() {
+                    if tx.send(Ok(batch_with_queued(m, &mut outbox))).await.is_err() {
                         break None;
                     }
                 }
@@ -161,8 +163,51 @@ async fn serve(
     }
 }
 
-/// Takes one message of an established session.
+/// `first`, with whatever else is queued for the worker right now, as one message.
+fn batch_with_queued(first: ToWorker, outbox: &mut mpsc::Receiver<ToWorker>) -> pbw::ServerMessage {
+    let mut messages = vec![convert::to_pb(first)];
+    while messages.len() < MAX_BATCH {
+        match outbox.try_recv() {
+            Ok(m) => messages.push(convert::to_pb(m)),
+            Err(_) => break,
+        }
+    }
+    if messages.len() == 1 {
+        return messages.pop().unwrap_or_default();
+    }
+    let batch = pbw::ServerBatch { messages };
+    pbw::ServerMessage {
+        message: Some(pbw::server_message::Message::Batch(batch)),
+    }
+}
+
+/// Takes one message of an established session: a batch, message by message.
 async fn handle(
+    session: &WorkerSession,
+    m: pbw::WorkerMessage,
+    tx: &Outbound,
+) -> Result<(), Status> {
+    let Some(Message::Batch(batch)) = m.message else {
+        return handle_one(session, m, tx).await;
+    };
+    if batch.messages.len() > MAX_BATCH {
+        return Err(Status::invalid_argument(format!(
+            "batch.messages: at most {MAX_BATCH} messages in one batch"
+        )));
+    }
+    for inner in batch.messages {
+        if matches!(inner.message, Some(Message::Batch(_))) {
+            return Err(Status::invalid_argument(
+                "batch.messages: a batch may not hold a batch",
+            ));
+        }
+        handle_one(session, inner, tx).await?;
+    }
+    Ok(())
+}
+
+/// Takes one message that is not a batch.
+async fn handle_one(
     session: &WorkerSession,
     m: pbw::WorkerMessage,
     tx: &Outbound,
@@ -243,6 +288,11 @@ async fn handle(
             convert::lease("release.lease", r.lease).map_err(bad)?,
             Report::Release,
         ),
+        Some(Message::Batch(_)) => {
+            return Err(Status::invalid_argument(
+                "batch.messages: a batch may not hold a batch",
+            ));
+        }
     };
     if let Err(reason) = session.report(lease, report) {
         let _ = tx.send(Ok(convert::lost_to_pb(lease, reason))).await;

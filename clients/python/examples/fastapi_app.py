@@ -2,26 +2,36 @@
 
 Before, the endpoint did `background_tasks.add_task(build_report, ...)`: the work ran in the
 web process, was lost on a restart, and nobody could ask how far it had got. Now the
-endpoint submits a job and answers 202 with the job's id and where to ask; Spindle keeps
-the job durably, retries it, and reports progress.
+endpoint submits a `reports.build` job and answers 202 with the job's id and where to ask;
+Spindle keeps the job durably, and `build_report` runs in a Spindle worker
+(report_worker.py), with progress, retries and cancellation. The endpoints are `async def`
+and use `AsyncClient`, so a submit never blocks the event loop.
 
+    SPINDLE_SERVER=http://127.0.0.1:50051 python report_worker.py &
     SPINDLE_SERVER=http://127.0.0.1:50051 uvicorn fastapi_app:app
-
-Here `demo.sleep` stands in for your own kind (see the README: a handler in Rust).
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from spindle_client import Client, InvalidArgument, NotFound
+from spindle_client import AsyncClient, InvalidArgument, NotFound
 
-app = FastAPI(title="reports")
-spindle = Client(os.environ.get("SPINDLE_SERVER", "127.0.0.1:50051"))
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    # Made on the app's own event loop, as grpc.aio wants.
+    app.state.spindle = AsyncClient(os.environ.get("SPINDLE_SERVER", "127.0.0.1:50051"))
+    yield
+    await app.state.spindle.close()
+
+
+app = FastAPI(title="reports", lifespan=lifespan)
 
 
 class ReportRequest(BaseModel):
@@ -31,11 +41,11 @@ class ReportRequest(BaseModel):
 
 
 @app.post("/reports", status_code=202)
-def create_report(body: ReportRequest, request: Request):
+async def create_report(body: ReportRequest, request: Request):
     try:
-        job = spindle.submit(
-            "demo.sleep",
-            {"seconds": body.pages * 0.05, "steps": body.pages},
+        job = await request.app.state.spindle.submit(
+            "reports.build",
+            {"pages": body.pages},
             labels={"app": "reports"},
             idempotency_key=body.request_id,
         )
@@ -50,9 +60,9 @@ def create_report(body: ReportRequest, request: Request):
 
 
 @app.get("/reports/{job_id}")
-def report_status(job_id: str):
+async def report_status(job_id: str, request: Request):
     try:
-        job = spindle.status(job_id)
+        job = await request.app.state.spindle.status(job_id)
     except (NotFound, InvalidArgument):
         raise HTTPException(404, detail=f"no report {job_id}") from None
     answer = {"job_id": job.id, "state": job.state}

@@ -105,6 +105,9 @@ class Worker:
         self._running: dict[str, _Running] = {}
         # Outcomes sent but not yet stored by the server: resent after a reconnect.
         self._unsettled: dict[str, tuple[Lease, Any]] = {}
+        # Unsettled outcomes whose slot was granted again as the handler finished (up to
+        # `slots` of them): a slot need not wait for the server's commit to be reused.
+        self._early: set[str] = set()
         self._lock = threading.Lock()
         self._draining = threading.Event()
         self._stopped = threading.Event()
@@ -302,7 +305,7 @@ class Worker:
             self._lose(lost.job_id, "the lease was lost while the worker was away")
         with self._lock:
             resend = list(self._unsettled.values())
-            free = self.slots - len(self._running) - len(self._unsettled)
+            free = self.slots - len(self._running) - len(self._unsettled) + len(self._early)
             self._credits = 0  # a new session: its credits are counted afresh here
         for lease, outcome in resend:
             outbox.put_nowait(_outcome_message(lease, outcome))
@@ -330,9 +333,8 @@ class Worker:
         elif which == "lease_lost":
             self._lose(message.lease.job_id, "the lease was lost", epoch=message.lease.epoch)
         elif which == "settled":
-            with self._lock:
-                self._unsettled.pop(message.lease.job_id, None)
-            self._credit()
+            if self._settle(message.lease.job_id):
+                self._credit()
 
     def _lose(self, job_id: str, why: str, epoch: Optional[int] = None) -> None:
         with self._lock:
@@ -341,12 +343,21 @@ class Worker:
                 running.ctx._request_stop(why, lost=True)
             settled = self._unsettled.get(job_id)
             dropped = settled is not None and (epoch is None or settled[0].epoch == epoch)
-            if dropped:
-                del self._unsettled[job_id]
         if running:
             self._cancel_task(running)
-        if dropped:
+        if dropped and self._settle(job_id):
             self._credit()
+
+    def _settle(self, job_id: str) -> bool:
+        """Forgets an outcome the server stored (or refused); true if its slot is still to
+        be granted."""
+        with self._lock:
+            if self._unsettled.pop(job_id, None) is None:
+                return False
+            if job_id in self._early:
+                self._early.discard(job_id)
+                return False
+            return True
 
     # -- jobs --
 
@@ -403,13 +414,16 @@ class Worker:
                 return
             del self._running[ctx.job_id]
             lost = ctx._lost
+            early = not lost and len(self._early) < self.slots
             if not lost:
                 self._unsettled[ctx.job_id] = (ctx.lease, outcome)
-        if lost:
+            if early:
+                self._early.add(ctx.job_id)
+        if not lost:
+            self._flush_progress(running)
+            self._post_message(_outcome_message(ctx.lease, outcome))
+        if lost or early:
             self._credit()
-            return
-        self._flush_progress(running)
-        self._post_message(_outcome_message(ctx.lease, outcome))
 
     def _credit(self) -> None:
         # Slots freed together are granted in one Credit.

@@ -1,23 +1,47 @@
-"""The FastAPI example (examples/fastapi_app.py) against the real server, through
-FastAPI's TestClient: 202 with a job id, status while it runs, the result at the end."""
+"""The FastAPI example against the real server: the web app (examples/fastapi_app.py,
+through FastAPI's TestClient) submits, and its worker (examples/report_worker.py, a real
+process) runs the function that used to be a BackgroundTasks call: 202 with a job id,
+status while it runs, the result at the end."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def report_worker(server):
+    env = dict(os.environ, SPINDLE_SERVER=server.url, PYTHONPATH=str(EXAMPLES.parent))
+    process = subprocess.Popen([sys.executable, str(EXAMPLES / "report_worker.py")], env=env)
+    from spindle_client import Client
+
+    with Client(server.url) as client:
+        deadline = time.monotonic() + 30
+        while not any(k.name == "reports.build" and k.workers for k in client.kinds()):
+            assert time.monotonic() < deadline, "the report worker did not connect"
+            time.sleep(0.05)
+    yield process
+    process.terminate()
+    process.wait(10)
+
 
 @pytest.fixture()
-def web(server, monkeypatch):
+def web(server, report_worker, monkeypatch):
     monkeypatch.setenv("SPINDLE_SERVER", server.url)
     import fastapi_app
 
     module = importlib.reload(fastapi_app)  # picks up this server's address
     with TestClient(module.app) as web:
         yield web
-    module.spindle.close()
 
 
 def test_post_answers_202_then_status_reaches_the_result(web, client):
@@ -30,8 +54,15 @@ def test_post_answers_202_then_status_reaches_the_result(web, client):
     client.wait(body["job_id"], timeout=30)
     status = web.get(f"/reports/{body['job_id']}").json()
     assert status["state"] == "succeeded"
-    assert status["result"] == {"slept_seconds": 0.2, "steps": 4}
+    assert status["result"]["pages"] == 4
     assert status["progress"] == 1.0
+
+
+def test_a_permanent_error_in_the_worker_reaches_the_web_client(web, client):
+    cursed = web.post("/reports", json={"pages": 13}).json()
+    client.wait(cursed["job_id"], timeout=30)
+    status = web.get(f"/reports/{cursed['job_id']}").json()
+    assert status["state"] == "failed" and "cursed" in status["error"]
 
 
 def test_a_retried_post_with_the_same_request_id_gets_the_same_job(web):

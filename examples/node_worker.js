@@ -93,6 +93,9 @@ function take(message) {
     case "settled":
       send({ credit: { slots: 1 } });
       break;
+    case "drain": // an operator's DrainWorker: this worker finishes at once, so it can leave
+      shutdown();
+      break;
     default:
       break;
   }
@@ -104,9 +107,10 @@ session.on("error", (e) => {
     process.exitCode = 1;
   }
 });
-process.on("SIGTERM", () => {
+function shutdown() {
   send({ drain: {} });
   clearInterval(heartbeat);
   session.end();
   setTimeout(() => process.exit(0), 100);
-});
+}
+process.on("SIGTERM", shutdown);

@@ -387,3 +387,37 @@ async fn a_worker_keeps_its_lease_across_a_server_restart() {
     let done = server.finish(&job.id).await;
     assert_eq!((done.state(), done.attempt), (pb::JobState::Succeeded, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_asked_to_drain_is_told_and_given_no_more_jobs() {
+    let server = TestServer::start().await;
+    let mut worker = TestWorker::connect(server.addr, hello("w1", &["k"]))
+        .await
+        .unwrap();
+    let mut client = server.client.clone();
+    let drain = pb::DrainWorkerRequest {
+        id: "w1".into(),
+        grace: Some(Duration::from_secs(5).try_into().unwrap()),
+        ..Default::default()
+    };
+    let status = client.drain_worker(drain).await.unwrap().into_inner();
+    assert!(status.draining);
+    match worker.next_unsettled().await {
+        FromServer::Drain(d) => assert_eq!(d.grace.unwrap().seconds, 5),
+        other => panic!("expected Drain, got {other:?}"),
+    }
+    worker.credit(1).await;
+    let job = server.submit("k", json!({})).await;
+    let mut other = TestWorker::connect(server.addr, hello("w2", &["k"]))
+        .await
+        .unwrap();
+    other.credit(1).await;
+    let lease = other.next_assign().await.lease.unwrap();
+    assert_eq!(lease.job_id, job.id, "the draining worker got nothing");
+    let unknown = pb::DrainWorkerRequest {
+        id: "nobody".into(),
+        ..Default::default()
+    };
+    let refused = client.drain_worker(unknown).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+}

@@ -121,7 +121,7 @@ fn engine_status(e: EngineError) -> Status {
         }
         EngineError::LeaseLost { .. } => Status::failed_precondition(message),
         EngineError::Protocol(_) => Status::invalid_argument(message),
-        EngineError::NotFound(_) => Status::not_found(message),
+        EngineError::NotFound(_) | EngineError::WorkerNotFound(_) => Status::not_found(message),
         EngineError::AlreadyFinished { .. } => Status::failed_precondition(message),
         EngineError::ShuttingDown | EngineError::Busy(_) => Status::unavailable(message),
         EngineError::IdempotencyConflict { .. } => Status::already_exists(message),

@@ -236,4 +236,22 @@ impl JobService for JobApi {
         let workers = workers.iter().map(reply::worker_to_pb).collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
+
+    async fn drain_worker(
+        &self,
+        request: Request<pb::DrainWorkerRequest>,
+    ) -> Result<Response<pb::Worker>, Status> {
+        let r = request.into_inner();
+        let namespace = convert::namespace(r.namespace).map_err(Error::from)?;
+        let grace = match r.grace.map(std::time::Duration::try_from) {
+            None => std::time::Duration::from_secs(30),
+            Some(Ok(g)) if g <= std::time::Duration::from_secs(24 * 3600) => g,
+            Some(_) => {
+                let bad = FieldViolation::new("grace", "must be between 0 and 24 hours");
+                return Err(Error::from(bad).into());
+            }
+        };
+        let worker = (self.engine.drain_worker(&namespace, &r.id, grace)).map_err(Error::from)?;
+        Ok(Response::new(reply::worker_to_pb(&worker)))
+    }
 }

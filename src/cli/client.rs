@@ -299,6 +299,22 @@ pub async fn workers(r: &mut Remote) -> Result<Vec<pb::Worker>, CliError> {
     Ok(workers.into_inner().workers)
 }
 
+/// `spindle workers --drain ID`.
+pub async fn drain_worker(
+    r: &mut Remote,
+    id: &str,
+    grace: std::time::Duration,
+) -> Result<pb::Worker, CliError> {
+    let request = pb::DrainWorkerRequest {
+        namespace: r.namespace.clone(),
+        id: id.to_string(),
+        grace: grace.try_into().ok(),
+    };
+    let worker =
+        (r.client.drain_worker(request).await).map_err(|s| CliError::rpc(s, &r.server, None))?;
+    Ok(worker.into_inner())
+}
+
 pub async fn stats(r: &mut Remote) -> Result<pb::Stats, CliError> {
     let request = pb::GetStatsRequest {
         namespace: r.namespace.clone(),

@@ -70,8 +70,8 @@ pub enum Command {
     /// workers that run them now).
     Kinds,
     /// List the workers of the namespace: id, host, kinds, free slots, jobs in flight,
-    /// last heartbeat.
-    Workers,
+    /// last heartbeat; or, with --drain, ask one to drain and leave.
+    Workers(WorkersArgs),
     /// Show the server's counters: jobs queued, delayed and running now, jobs finished
     /// since it started, open watch streams.
     Stats,
@@ -120,6 +120,18 @@ pub struct SubmitArgs {
     /// Follow the job like `spindle watch` (and exit like it).
     #[arg(long)]
     pub watch: bool,
+}
+
+/// Flags of `spindle workers`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkersArgs {
+    /// Ask this worker to drain: no more jobs; it finishes within --grace, gives the rest
+    /// back (requeued, attempts not spent) and leaves.
+    #[arg(long, value_name = "WORKER_ID")]
+    pub drain: Option<String>,
+    /// With --drain: how long it has to finish what it runs, e.g. 30s.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", requires = "drain")]
+    pub grace: Duration,
 }
 
 /// A job id.
@@ -233,7 +245,18 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
                 }
             }
         }
-        Command::Workers => {
+        Command::Workers(WorkersArgs {
+            drain: Some(id),
+            grace,
+        }) => {
+            let worker = client::drain_worker(&mut c, &id, grace).await?;
+            if json {
+                out!("{}", render::worker_json(&worker));
+            } else {
+                out!("worker {} is draining (grace {grace:?})", worker.id);
+            }
+        }
+        Command::Workers(_) => {
             let workers = client::workers(&mut c).await?;
             if json {
                 for w in &workers {

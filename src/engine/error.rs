@@ -45,6 +45,9 @@ pub enum EngineError {
     /// A worker declared a kind it may not run.
     #[error("{}: {}", .0.field, .0.description)]
     KindNotAllowed(FieldViolation),
+    /// No worker of that id is connected in the namespace.
+    #[error("no worker {0:?} is connected in this namespace")]
+    WorkerNotFound(String),
     /// A worker's message broke the protocol (the text names the field).
     #[error("{0}")]
     Protocol(String),

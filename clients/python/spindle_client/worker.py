@@ -332,6 +332,11 @@ class Worker:
                 self._cancel_task(running)
         elif which == "lease_lost":
             self._lose(message.lease.job_id, "the lease was lost", epoch=message.lease.epoch)
+        elif which == "drain":
+            # The server (an operator's DrainWorker) asks this worker to leave.
+            if message.HasField("grace"):
+                self.drain_grace = message.grace.ToTimedelta().total_seconds()
+            self.stop()
         elif which == "settled":
             if self._settle(message.lease.job_id):
                 self._credit()

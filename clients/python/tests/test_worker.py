@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server
+from conftest import Server, spindle_binary
 from spindle_client import Client, InvalidArgument
 
 APP = Path(__file__).with_name("worker_app.py")
@@ -158,6 +158,26 @@ def test_sigterm_drains_and_gives_jobs_back_without_spending_attempts(tmp_path, 
                 timeout=5,
             )
             assert [j.attempt for j in states] == [0, 0, 0]
+    finally:
+        server.stop()
+
+
+def test_a_worker_asked_to_drain_by_the_server_gives_jobs_back_and_leaves(tmp_path, workers):
+    server = leased_server(tmp_path, ttl="30s")
+    try:
+        a = workers(server, "a", slots=2)
+        with Client(server.url, timeout=30) as client:
+            wait_until("worker a", lambda: serving(client, "t.slow") == 1)
+            job = client.submit("t.slow", {"seconds": 30}, max_attempts=1)
+            wait_until("it runs", lambda: client.status(job.id).state == "running")
+            subprocess.run(
+                [str(spindle_binary()), "--server", server.url, "workers", "--drain", "a", "--grace", "0s"],
+                check=True,
+                capture_output=True,
+            )
+            assert a.process.wait(10) == 0
+            back = wait_until("queued again", lambda: (j := client.status(job.id)).state == "queued" and j, timeout=5)
+            assert back.attempt == 0
     finally:
         server.stop()
 

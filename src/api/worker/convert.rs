@@ -250,5 +250,8 @@ pub fn to_pb(m: ToWorker) -> pbw::ServerMessage {
         ToWorker::Settled(lease) => server_message(Message::Settled(pbw::Settled {
             lease: Some(lease_to_pb(lease)),
         })),
+        ToWorker::Drain { grace } => server_message(Message::Drain(pbw::ServerDrain {
+            grace: duration(grace),
+        })),
     }
 }

@@ -58,6 +58,10 @@ pub enum ToWorker {
     },
     /// The outcome reported for this lease is stored.
     Settled(Lease),
+    /// Take no more jobs; finish within `grace`, give the rest back, and leave.
+    Drain {
+        grace: Duration,
+    },
 }
 
 /// A job given to a worker.
@@ -203,6 +207,25 @@ impl Engine {
     /// The workers of a namespace, by id.
     pub fn workers(&self, namespace: &str) -> Vec<WorkerStatus> {
         self.lock().workers.statuses(namespace)
+    }
+
+    /// Asks a connected worker to drain: it is given no more jobs from now, and told to
+    /// finish within `grace` and leave. Its status as it then is.
+    pub fn drain_worker(
+        &self,
+        namespace: &str,
+        worker_id: &str,
+        grace: Duration,
+    ) -> Result<WorkerStatus, EngineError> {
+        let key = (namespace.to_string(), worker_id.to_string());
+        let mut state = self.lock();
+        if !state.workers.drain_connected(&key) {
+            return Err(EngineError::WorkerNotFound(worker_id.to_string()));
+        }
+        state.workers.send(&key, ToWorker::Drain { grace });
+        let status = state.workers.statuses(namespace);
+        let found = status.into_iter().find(|w| w.worker_id == worker_id);
+        found.ok_or_else(|| EngineError::WorkerNotFound(worker_id.to_string()))
     }
 }
 

@@ -224,6 +224,12 @@ impl WorkerTable {
         }
     }
 
+    /// Marks a worker's current session draining; false if it has none.
+    pub(crate) fn drain_connected(&mut self, key: &WorkerKey) -> bool {
+        let link = self.workers.get_mut(key).and_then(|w| w.link.as_mut());
+        link.map(|l| l.draining = true).is_some()
+    }
+
     fn link_mut(&mut self, key: &WorkerKey, session: u64) -> Option<&mut Link> {
         let worker = self.workers.get_mut(key)?;
         worker.link.as_mut().filter(|l| l.session == session)

@@ -421,3 +421,43 @@ async fn a_worker_asked_to_drain_is_told_and_given_no_more_jobs() {
     let refused = client.drain_worker(unknown).await.unwrap_err();
     assert_eq!(refused.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_takes_only_jobs_of_its_namespace() {
+    let server = TestServer::start().await;
+    let mut theirs = hello("w-b", &["k"]);
+    theirs.namespace = "team-b".into();
+    let other_team = TestWorker::connect(server.addr, theirs).await.unwrap();
+    other_team.credit(5).await;
+    // "k" is declared in team-b only: the default namespace does not know it.
+    let refused = submit_err(&server, request("k", json!({}))).await;
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let mut mine = TestWorker::connect(server.addr, hello("w-a", &["k"]))
+        .await
+        .unwrap();
+    let job = server.submit("k", json!({})).await;
+    mine.credit(1).await;
+    let lease = mine.next_assign().await.lease.unwrap();
+    assert_eq!(lease.job_id, job.id);
+    // team-b's worker, credited first, was given nothing of the default namespace.
+    let mut client = server.client.clone();
+    let listed = client
+        .list_workers(pb::ListWorkersRequest {
+            namespace: "team-b".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    assert_eq!(
+        (listed.len(), listed[0].in_flight, listed[0].free_slots),
+        (1, 0, 5)
+    );
+    // A lease of another namespace's job is not its to claim.
+    let mut claim = hello("w-b2", &["k"]);
+    claim.namespace = "team-b".into();
+    claim.held_leases = vec![lease.clone()];
+    let claimer = TestWorker::connect(server.addr, claim).await.unwrap();
+    assert_eq!(claimer.welcome.lost, std::slice::from_ref(&lease));
+    drop(other_team);
+}

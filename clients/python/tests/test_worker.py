@@ -200,6 +200,19 @@ def test_workers_reconnect_across_a_server_restart_and_nothing_runs_twice(tmp_pa
         server.stop()
 
 
+def test_a_handler_blocking_its_loop_past_the_ttl_keeps_the_lease(tmp_path, workers):
+    server = leased_server(tmp_path, ttl="1s")
+    try:
+        workers(server, "a")
+        with Client(server.url, timeout=30) as client:
+            wait_until("worker a", lambda: serving(client, "t.block_loop") == 1)
+            done = client.wait(client.submit("t.block_loop", {"seconds": 3}).id, timeout=30)
+        assert done.state == "succeeded" and done.attempt == 1
+        assert done.attempt_errors == [], "the lease never expired"
+    finally:
+        server.stop()
+
+
 def test_submit_checks_the_args_schema_the_worker_declared(tmp_path, workers):
     server = leased_server(tmp_path)
     try:

@@ -58,6 +58,14 @@ def wait_cpu(ctx, args):
         pass
 
 
+@worker.job("t.block_loop")
+async def block_loop(ctx, args):
+    """Blocks the handler loop (what an async handler must not do): the worker's session
+    runs on its own loop and thread, so its heartbeats go on."""
+    time.sleep(args["seconds"])
+    return {"worker": WORKER_ID}
+
+
 @worker.job("t.permanent")
 def permanent(ctx, args):
     raise PermanentError("this input can never work")

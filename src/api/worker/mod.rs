@@ -187,6 +187,7 @@ async fn handle(
     m: pbw::WorkerMessage,
     tx: &Outbound,
 ) -> Result<(), Status> {
+    session.touch();
     let Some(Message::Batch(batch)) = m.message else {
         return handle_one(session, m, tx).await;
     };

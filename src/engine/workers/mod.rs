@@ -251,6 +251,15 @@ impl WorkerSession {
         Ok(())
     }
 
+    /// A message came from the worker: its leases live a TTL from now.
+    pub fn touch(&self) {
+        let ttl = self.engine.shared.config.lease_ttl;
+        self.engine
+            .lock()
+            .workers
+            .touch(&self.key, self.session, ttl);
+    }
+
     /// The worker is alive: renews its leases in memory now, and in the store at most a
     /// few times per TTL (one write for all of them).
     pub async fn heartbeat(&self) {

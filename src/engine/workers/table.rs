@@ -217,6 +217,16 @@ impl WorkerTable {
         due
     }
 
+    /// Any message of a worker's current session shows it alive: its leases live a TTL
+    /// from now (in memory; only heartbeats are stored).
+    pub(crate) fn touch(&mut self, key: &WorkerKey, session: u64, ttl: Duration) {
+        if let Some(worker) = self.workers.get_mut(key)
+            && worker.link.as_ref().is_some_and(|l| l.session == session)
+        {
+            worker.alive_until = Instant::now() + ttl;
+        }
+    }
+
     /// Marks a session draining: it gets no more jobs.
     pub(crate) fn drain(&mut self, key: &WorkerKey, session: u64) {
         if let Some(link) = self.link_mut(key, session) {

@@ -86,7 +86,16 @@ async fn submit_checks_args_against_the_schema_a_worker_declared() {
         json!({"type": "object", "required": ["paths"],
                "properties": {"paths": {"type": "array", "items": {"type": "string"}}}}),
     )];
+    h.kinds[0].max_attempts = 5;
     let worker = TestWorker::connect(server.addr, h).await.unwrap();
+    let accepted = server
+        .submit("images.resize", json!({"paths": ["a.png"]}))
+        .await;
+    assert_eq!(
+        accepted.retry.unwrap().max_attempts,
+        5,
+        "the kind's default"
+    );
     let refused = submit_err(
         &server,
         request("images.resize", json!({"paths": ["a", 3]})),

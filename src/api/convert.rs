@@ -26,7 +26,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest delay or retention accepted: a year.
 const MAX_HORIZON: Duration = Duration::from_secs(366 * 24 * 3600);
 const MAX_IDEMPOTENCY_KEY: usize = 256;
-const MAX_ATTEMPTS: u32 = 100;
+pub(crate) const MAX_ATTEMPTS: u32 = 100;
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
 /// About how many bytes of jobs one ListJobs page gathers (the response limit is 16 MiB).

@@ -55,6 +55,7 @@ async fn work(args: &WorkerArgs) -> Result<(), String> {
             name: KIND.into(),
             description: "W8: does nothing, in a worker process".into(),
             args_schema: None,
+            max_attempts: 0,
         }],
         sdk: "spindle bench-worker (Rust)".into(),
         ..Default::default()

@@ -93,7 +93,11 @@ impl Engine {
                     .get(&spec.namespace, &spec.kind)
                     .ok_or_else(|| self.unknown_kind(&spec))?;
                 remote.validate(&spec.args)?;
-                RetryPolicy::default()
+                let default = RetryPolicy::default();
+                RetryPolicy {
+                    max_attempts: remote.kind.max_attempts.unwrap_or(default.max_attempts),
+                    ..default
+                }
             }
         };
         if spec.run_at.is_some_and(|t| t < SystemTime::UNIX_EPOCH) {

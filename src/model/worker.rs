@@ -29,6 +29,9 @@ pub struct RemoteKind {
     /// The JSON Schema its args are checked against at Submit, if the worker gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args_schema: Option<Value>,
+    /// Attempts in all when a Submit gives no retry policy; `None`: the default policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
 }
 
 /// What a worker says about itself when it connects.

@@ -47,6 +47,7 @@ pub fn kind_with_schema(name: &str, schema: Value) -> pbw::KindDeclaration {
         name: name.into(),
         description: "a test kind".into(),
         args_schema: Some(json_to_struct(schema.as_object().expect("schema object"))),
+        ..Default::default()
     }
 }
 

@@ -60,6 +60,7 @@ class _Kind:
     is_async: bool
     schema: Optional[dict]
     description: str
+    max_attempts: int
 
 
 class _Running:
@@ -131,18 +132,21 @@ class Worker:
         cpu: bool = False,
         schema: Optional[dict] = None,
         description: str = "",
+        max_attempts: int = 0,
     ) -> Callable[[Callable], Callable]:
         """Registers the decorated function as the handler of `kind`. `def` runs in a
         thread pool, `async def` on the worker's event loop, `cpu=True` in a process pool
         (define it at module level, and start the worker under `if __name__ ==
-        "__main__":`). `schema` is a JSON Schema Submit checks the args against."""
+        "__main__":`). `schema` is a JSON Schema Submit checks the args against;
+        `max_attempts` is how many attempts a job of this kind gets when its Submit names
+        no retry policy (0: the server's default, 3)."""
 
         def register(func: Callable) -> Callable:
             is_async = inspect.iscoroutinefunction(func)
             if cpu and is_async:
                 raise TypeError(f"{kind}: a cpu=True handler must be a plain def")
             doc = description or (inspect.getdoc(func) or "").split("\n")[0]
-            self._kinds[kind] = _Kind(kind, func, cpu, is_async, schema, doc)
+            self._kinds[kind] = _Kind(kind, func, cpu, is_async, schema, doc, max_attempts)
             return func
 
         return register
@@ -241,7 +245,9 @@ class Worker:
     def _hello(self) -> "wpb.WorkerMessage":
         kinds = []
         for k in self._kinds.values():
-            decl = wpb.KindDeclaration(name=k.name, description=k.description)
+            decl = wpb.KindDeclaration(
+                name=k.name, description=k.description, max_attempts=k.max_attempts
+            )
             if k.schema is not None:
                 decl.args_schema.update(k.schema)
             kinds.append(decl)

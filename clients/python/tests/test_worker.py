@@ -224,5 +224,9 @@ def test_submit_checks_the_args_schema_the_worker_declared(tmp_path, workers):
             assert any(v.field == "args.n" for v in refused.value.violations)
             failed = client.wait(client.submit("t.permanent", {}).id, timeout=30)
             assert failed.state == "failed" and failed.error.kind == "permanent"
+            # The kind declared 2 attempts: a Submit with no retry policy gets those.
+            flaky = client.wait(client.submit("t.always_fails", {}).id, timeout=30)
+            assert (flaky.state, flaky.attempt) == ("failed", 2)
+            assert flaky.error.message == "RuntimeError: attempt 2 failed"
     finally:
         server.stop()

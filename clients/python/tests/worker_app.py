@@ -66,6 +66,11 @@ async def block_loop(ctx, args):
     return {"worker": WORKER_ID}
 
 
+@worker.job("t.always_fails", max_attempts=2)
+def always_fails(ctx, args):
+    raise RuntimeError(f"attempt {ctx.attempt} failed")
+
+
 @worker.job("t.permanent")
 def permanent(ctx, args):
     raise PermanentError("this input can never work")

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value as Json;
 
+use super::super::convert::MAX_ATTEMPTS;
 use crate::engine::workers::{Assignment, LostReason, ToWorker, Welcome};
 use crate::model::job::Progress;
 use crate::model::violation::FieldViolation;
@@ -73,10 +74,17 @@ pub fn hello(h: pbw::Hello, host: String) -> Result<WorkerHello, Vec<FieldViolat
             },
             None => None,
         };
+        if k.max_attempts > MAX_ATTEMPTS {
+            bad.push(FieldViolation::new(
+                format!("{field}.max_attempts"),
+                format!("at most {MAX_ATTEMPTS}"),
+            ));
+        }
         kinds.push(RemoteKind {
             name: k.name,
             description: cut(k.description, 512),
             args_schema,
+            max_attempts: (k.max_attempts > 0).then_some(k.max_attempts),
         });
     }
     for (i, q) in h.queues.iter().enumerate() {

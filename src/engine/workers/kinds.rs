@@ -178,6 +178,7 @@ mod tests {
                 "required": ["paths"],
                 "properties": {"paths": {"type": "array", "items": {"type": "string"}}}
             })),
+            max_attempts: None,
         };
         let declared = Declared::new(kind).unwrap();
         assert!(declared.validate(&json!({"paths": ["a.png"]})).is_ok());
@@ -196,6 +197,7 @@ mod tests {
             name: "k".into(),
             description: String::new(),
             args_schema: Some(json!({"type": 12})),
+            max_attempts: None,
         };
         assert!(Declared::new(kind).is_err());
     }

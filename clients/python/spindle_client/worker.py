@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import grpc
-from google.protobuf import struct_pb2
 
 from ._context import JobCancelled, JobContext, Lease, PermanentError
+from ._messages import failure_outcome, from_struct, lease_pb, outcome_message
 from ._processes import ProcessPool
 from ._proto import wpb, wpb_grpc
 from .client import _target
@@ -262,7 +262,7 @@ class Worker:
                 queues=self.queues,
                 build=self.build,
                 sdk=f"{_SDK} CPython {'.'.join(map(str, sys.version_info[:3]))}",
-                held_leases=[_lease_pb(lease) for lease in held],
+                held_leases=[lease_pb(lease) for lease in held],
             )
         )
 
@@ -314,7 +314,7 @@ class Worker:
             free = self.slots - len(self._running) - len(self._unsettled) + len(self._early)
             self._credits = 0  # a new session: its credits are counted afresh here
         for lease, outcome in resend:
-            outbox.put_nowait(_outcome_message(lease, outcome))
+            outbox.put_nowait(outcome_message(lease, outcome))
         if free > 0 and not self._draining.is_set():
             outbox.put_nowait(wpb.WorkerMessage(credit=wpb.Credit(slots=free)))
         self._connected.set()
@@ -381,7 +381,7 @@ class Worker:
         running.ctx = ctx
         with self._lock:
             self._running[lease.job_id] = running
-        args = _from_struct(assign.args) if assign.HasField("args") else {}
+        args = from_struct(assign.args) if assign.HasField("args") else {}
         if kind is None:
             self._finish(running, ("permanent", f"this worker has no handler for {assign.kind!r}"))
         elif kind.is_async:
@@ -399,7 +399,7 @@ class Worker:
                 result = kind.func(ctx, args)
             outcome = ("done", result)
         except BaseException as e:  # noqa: BLE001
-            outcome = _failure(ctx, e)
+            outcome = failure_outcome(ctx, e)
         self._finish(running, outcome)
 
     async def _run_async(self, running: _Running, kind: _Kind, args: Any) -> None:
@@ -411,7 +411,7 @@ class Worker:
         try:
             outcome = ("done", await kind.func(ctx, args))
         except BaseException as e:  # noqa: BLE001
-            outcome = _failure(ctx, e)
+            outcome = failure_outcome(ctx, e)
         self._finish(running, outcome)
 
     def _cancel_task(self, running: _Running) -> None:
@@ -432,7 +432,7 @@ class Worker:
                 self._early.add(ctx.job_id)
         if not lost:
             self._flush_progress(running)
-            self._post_message(_outcome_message(ctx.lease, outcome))
+            self._post_message(outcome_message(ctx.lease, outcome))
         if lost or early:
             self._credit()
 
@@ -456,7 +456,7 @@ class Worker:
             return
         if what == "log":
             running.seq += 1
-            log = wpb.Log(lease=_lease_pb(running.ctx.lease), worker_seq=running.seq, message=value)
+            log = wpb.Log(lease=lease_pb(running.ctx.lease), worker_seq=running.seq, message=value)
             self._post_message(wpb.WorkerMessage(log=log))
             return
         with self._lock:
@@ -476,7 +476,7 @@ class Worker:
                 return
             running.seq += 1
             seq = running.seq
-        progress = wpb.Progress(lease=_lease_pb(running.ctx.lease), worker_seq=seq, **value)
+        progress = wpb.Progress(lease=lease_pb(running.ctx.lease), worker_seq=seq, **value)
         self._post_message(wpb.WorkerMessage(progress=progress))
 
     def _post_message(self, message) -> None:
@@ -508,78 +508,3 @@ class Worker:
 
 #: Stands in the posted queue for "grant the credits freed so far".
 _GRANT = object()
-
-
-def _lease_pb(lease: Lease):
-    return wpb.Lease(job_id=lease.job_id, attempt=lease.attempt, epoch=lease.epoch)
-
-
-def _failure(ctx: JobContext, error: BaseException) -> tuple[str, Any]:
-    if isinstance(error, PermanentError):
-        return ("permanent", str(error) or "failed permanently")
-    if ctx.cancelled and isinstance(error, (JobCancelled, asyncio.CancelledError)):
-        return ("release", None)
-    return ("failed", f"{type(error).__name__}: {error}")
-
-
-def _outcome_message(lease: Lease, outcome: tuple[str, Any]):
-    kind, payload = outcome
-    lease_pb = _lease_pb(lease)
-    if kind == "done":
-        try:
-            value = _to_value(payload)
-        except (TypeError, ValueError) as e:
-            message = f"the handler's result is not JSON: {e}"
-            return wpb.WorkerMessage(fail=wpb.Fail(lease=lease_pb, message=message, retryable=False))
-        return wpb.WorkerMessage(complete=wpb.Complete(lease=lease_pb, result=value))
-    if kind == "release":
-        return wpb.WorkerMessage(release=wpb.Release(lease=lease_pb, reason=wpb.Release.REASON_DRAINING))
-    retryable = kind == "failed"
-    return wpb.WorkerMessage(fail=wpb.Fail(lease=lease_pb, message=str(payload), retryable=retryable))
-
-
-def _to_value(obj: Any) -> "struct_pb2.Value":
-    """A JSON-like Python value as a protobuf Value (json_format's ParseDict is several
-    times slower, and this runs once per job)."""
-    value = struct_pb2.Value()
-    if obj is None:
-        value.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(obj, bool):
-        value.bool_value = obj
-    elif isinstance(obj, (int, float)):
-        if obj != obj or obj in (float("inf"), float("-inf")):
-            raise ValueError(f"{obj!r} is not a JSON number")
-        value.number_value = obj
-    elif isinstance(obj, str):
-        value.string_value = obj
-    elif isinstance(obj, dict):
-        fields = value.struct_value.fields
-        for key, item in obj.items():
-            if not isinstance(key, str):
-                raise TypeError(f"object keys must be strings, not {type(key).__name__}")
-            fields[key].CopyFrom(_to_value(item))
-    elif isinstance(obj, (list, tuple)):
-        value.list_value.values.extend(_to_value(item) for item in obj)
-    else:
-        raise TypeError(f"{type(obj).__name__} is not JSON")
-    return value
-
-
-def _from_value(value: "struct_pb2.Value") -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        n = value.number_value
-        return int(n) if n.is_integer() and abs(n) < 2**53 else n
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return _from_struct(value.struct_value)
-    if kind == "list_value":
-        return [_from_value(v) for v in value.list_value.values]
-    return None
-
-
-def _from_struct(struct: "struct_pb2.Struct") -> dict:
-    return {key: _from_value(v) for key, v in struct.fields.items()}

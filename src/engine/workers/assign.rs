@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::attend::{self, Start};
-use super::table::{LeaseEvent, WorkerKey};
+use super::leases::LeaseEvent;
+use super::table::WorkerKey;
 use crate::engine::Engine;
 use crate::engine::run::RunControl;
 use crate::model::job::{Job, JobState};

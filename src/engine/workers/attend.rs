@@ -12,7 +12,8 @@ use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
 use super::assign::Taken;
-use super::table::{LeaseEvent, WorkerKey};
+use super::leases::LeaseEvent;
+use super::table::WorkerKey;
 use super::{Assignment, LostReason, Report, ToWorker};
 use crate::engine::Engine;
 use crate::engine::run::{self, Fuse, RunControl, StopReason};

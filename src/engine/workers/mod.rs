@@ -20,6 +20,7 @@
 mod assign;
 mod attend;
 mod kinds;
+mod leases;
 mod table;
 
 pub use kinds::RemoteKinds;
@@ -33,7 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Engine, EngineError};
 use crate::model::job::Progress;
 use crate::model::worker::{Lease, WorkerHello, WorkerStatus};
-use table::{Refusal, WorkerKey};
+use leases::Refusal;
+use table::WorkerKey;
 
 /// The most credits a worker may hold at once.
 pub const MAX_CREDITS: u32 = 10_000;

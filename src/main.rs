@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use spindle::cli::client::exit;
+use spindle::cli::schedule::{self, ScheduleCommand};
 use spindle::cli::{Cli, Command, ServeArgs};
 use spindle::server::Spindle;
 use tokio::net::TcpListener;
@@ -62,6 +63,12 @@ async fn run() -> ExitCode {
         }
         Some(Command::BenchEcho(ref args)) => {
             return ExitCode::from(spindle::bench::probe::serve_echo(args.clone()).await);
+        }
+        Some(Command::Schedule(ref args)) => {
+            let code = match &args.command {
+                ScheduleCommand::Preview(preview) => schedule::preview(preview, cli.json),
+            };
+            return ExitCode::from(code);
         }
         Some(Command::BenchWorker(ref args)) => {
             return ExitCode::from(spindle::bench::worker::run_worker(args.clone()).await);

@@ -367,3 +367,51 @@ async fn jobs_follows_pages_that_end_early_for_their_size() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(json_lines(&out.stdout).len(), 20);
 }
+
+/// `spindle schedule preview` prints the server's own fire times, locally: Berlin's
+/// spring-forward gap fires once right after it, and a bad spec names its field.
+#[test]
+fn schedule_preview_prints_fire_times_and_names_bad_fields() {
+    let spindle = env!("CARGO_BIN_EXE_spindle");
+    let out = std::process::Command::new(spindle)
+        .args([
+            "--json",
+            "schedule",
+            "preview",
+            "--cron",
+            "30 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+        ])
+        .args(["--after", "2026-03-28T00:00:00Z", "--count", "3"])
+        .output()
+        .expect("run spindle");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let times: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["at"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        times,
+        [
+            "2026-03-28T01:30:00Z",
+            "2026-03-29T01:00:00Z",
+            "2026-03-30T00:30:00Z"
+        ]
+    );
+    let bad = std::process::Command::new(spindle)
+        .args(["schedule", "preview", "--every", "0s"])
+        .output()
+        .expect("run spindle");
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("spec.every"));
+}

@@ -14,6 +14,7 @@ macro_rules! out {
 pub mod bench;
 pub mod client;
 mod render;
+pub mod schedule;
 mod serve;
 pub mod watch;
 
@@ -75,6 +76,8 @@ pub enum Command {
     /// Show the server's counters: jobs queued, delayed and running now, jobs finished
     /// since it started, open watch streams.
     Stats,
+    /// Periodic jobs: `preview` prints a spec's next fire times.
+    Schedule(schedule::ScheduleArgs),
     /// Measure throughput and latency (workloads W1-W8) and print a table.
     Bench(bench::BenchArgs),
     /// W6's client process: times sequential calls and prints percentiles as JSON.
@@ -205,7 +208,8 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
         | Command::Bench(_)
         | Command::BenchProbe(_)
         | Command::BenchEcho(_)
-        | Command::BenchWorker(_) => {}
+        | Command::BenchWorker(_)
+        | Command::Schedule(_) => {}
         Command::Submit(args) => {
             let job = client::submit(&mut c, &args).await?;
             if json {

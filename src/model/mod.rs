@@ -5,5 +5,6 @@
 
 mod compact;
 pub mod job;
+pub mod schedule;
 pub mod violation;
 pub mod worker;

@@ -59,6 +59,19 @@ enum Rule {
     At(SystemTime),
 }
 
+/// What is due when a schedule is looked at: the slot to fire (if any), how many slots are
+/// recorded as missed instead, and the next slot after now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub fire: Option<SystemTime>,
+    pub missed: u64,
+    pub next: Option<SystemTime>,
+}
+
+/// The most slots counted one by one (cron) when counting missed ones; past it the count
+/// stops there.
+const MAX_COUNTED: u64 = 100_000;
+
 /// The shortest interval.
 pub const MIN_EVERY: Duration = Duration::from_secs(1);
 /// The longest jitter.
@@ -139,6 +152,87 @@ impl Spec {
             }
         };
         self.input.end.is_none_or(|end| next <= end).then_some(next)
+    }
+
+    /// What is due at `now` for a schedule whose last handled slot is `last`. Of the slots
+    /// in (last, now], the latest fires if it is within `catchup` of now, once, for all of
+    /// them (coalesced); the others are missed, and all of them are if the latest is older
+    /// than that: a long outage never fires a burst.
+    pub fn due(&self, last: SystemTime, now: SystemTime, catchup: Duration) -> Due {
+        let next = self.next_after(now);
+        let Some(latest) = self.latest_in(last, now) else {
+            return Due {
+                fire: None,
+                missed: 0,
+                next,
+            };
+        };
+        let between = self.count_between(last, latest);
+        if now.duration_since(latest).unwrap_or_default() <= catchup {
+            Due {
+                fire: Some(latest),
+                missed: between,
+                next,
+            }
+        } else {
+            Due {
+                fire: None,
+                missed: between + 1,
+                next,
+            }
+        }
+    }
+
+    /// The latest slot in (after, until], if any.
+    fn latest_in(&self, after: SystemTime, until: SystemTime) -> Option<SystemTime> {
+        let latest = match &self.rule {
+            Rule::Every { every, offset } => {
+                // The next slot after `until` less one interval.
+                next_interval(until, *every, *offset)?.checked_sub(*every)?
+            }
+            _ => {
+                let mut cursor = self.next_after(after)?;
+                if cursor > until {
+                    return None;
+                }
+                let mut counted = 0;
+                while let Some(next) = self.next_after(cursor).filter(|n| *n <= until) {
+                    cursor = next;
+                    counted += 1;
+                    if counted >= MAX_COUNTED {
+                        break;
+                    }
+                }
+                cursor
+            }
+        };
+        let in_bounds = self.input.start.is_none_or(|s| latest >= s)
+            && self.input.end.is_none_or(|e| latest <= e);
+        (latest > after && latest <= until && in_bounds).then_some(latest)
+    }
+
+    /// How many slots lie strictly between `after` and `before`.
+    fn count_between(&self, after: SystemTime, before: SystemTime) -> u64 {
+        if let Rule::Every { every, .. } = &self.rule {
+            let Some(first) = self.next_after(after) else {
+                return 0;
+            };
+            if first >= before {
+                return 0;
+            }
+            let span = before.duration_since(first).unwrap_or_default().as_nanos();
+            return u64::try_from(span.div_ceil(every.as_nanos())).unwrap_or(u64::MAX);
+        }
+        let mut count = 0;
+        let mut cursor = after;
+        while let Some(next) = self.next_after(cursor).filter(|n| *n < before) {
+            count += 1;
+            cursor = next;
+            if count >= MAX_COUNTED {
+                break;
+            }
+        }
+        count
     }
 
     /// Up to `n` slots after `after`, in order.

@@ -175,3 +175,44 @@ fn every_bad_field_is_named() {
         ["spec.timezone", "spec.end"]
     );
 }
+
+#[test]
+fn catch_up_fires_the_latest_missed_slot_once_and_counts_the_rest() {
+    let every_second = spec("every 1s", "");
+    let hour = Duration::from_secs(3600);
+    // Down from 10:00:00 to 10:05:00.5: 300 slots passed; the latest fires, 299 are missed.
+    let due = every_second.due(t("2026-12-04T10:00:00Z"), t("2026-12-04T10:05:00.5Z"), hour);
+    assert_eq!(due.fire.map(utc).as_deref(), Some("2026-12-04T10:05:00Z"));
+    assert_eq!(due.missed, 299);
+    assert_eq!(due.next.map(utc).as_deref(), Some("2026-12-04T10:05:01Z"));
+    // Two hours down, a one-minute window: the latest slot (now) still fires; the rest
+    // are missed, not fired in a burst.
+    let due = every_second.due(
+        t("2026-12-04T08:00:00Z"),
+        t("2026-12-04T10:00:00Z"),
+        hour / 60,
+    );
+    assert_eq!(
+        (due.fire.map(utc), due.missed),
+        (Some("2026-12-04T10:00:00Z".into()), 7199)
+    );
+    // On time: the slot fires, nothing is missed.
+    let due = every_second.due(t("2026-12-04T10:00:00Z"), t("2026-12-04T10:00:01Z"), hour);
+    assert_eq!(
+        (due.fire.map(utc), due.missed),
+        (Some("2026-12-04T10:00:01Z".into()), 0)
+    );
+    // Nothing due yet.
+    let due = every_second.due(t("2026-12-04T10:00:00Z"), t("2026-12-04T10:00:00.5Z"), hour);
+    assert_eq!((due.fire, due.missed), (None, 0));
+
+    let nightly = spec("0 3 * * *", "Europe/Berlin");
+    let due = nightly.due(t("2026-12-01T02:00:00Z"), t("2026-12-04T02:30:00Z"), hour);
+    // Slots: the 2nd, 3rd and 4th at 02:00Z (03:00 CET); the 4th fires, two are missed.
+    assert_eq!(due.fire.map(utc).as_deref(), Some("2026-12-04T02:00:00Z"));
+    assert_eq!(due.missed, 2);
+    // Back three hours after the last slot, with a one-hour window: nothing fires.
+    let due = nightly.due(t("2026-12-01T02:00:00Z"), t("2026-12-04T05:00:00Z"), hour);
+    assert_eq!((due.fire, due.missed), (None, 3));
+    assert_eq!(due.next.map(utc).as_deref(), Some("2026-12-05T02:00:00Z"));
+}

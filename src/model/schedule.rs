@@ -330,5 +330,8 @@ impl FromStr for Repeat {
     }
 }
 
+mod record;
+pub use record::{DEFAULT_CATCHUP, OverlapPolicy, Schedule, ScheduleState, StoredSpec, slot_key};
+
 #[cfg(test)]
 mod tests;

@@ -169,14 +169,7 @@ impl JobContext {
     /// Adds a line to the job's event log. Never blocks; lines past
     /// [`MAX_LOG_LINES`] per attempt are dropped.
     pub fn log(&self, line: impl Into<String>) {
-        let mut line = line.into();
-        if line.len() > MAX_LOG_LINE_BYTES {
-            let mut cut = MAX_LOG_LINE_BYTES;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-        }
+        let line = crate::model::text::truncated(line.into(), MAX_LOG_LINE_BYTES);
         {
             let mut pending = self.lock();
             pending.log_lines += 1;

@@ -461,3 +461,49 @@ async fn sqlite_write_failures_are_reported_and_recovered_from() {
         "recovers when space returns"
     );
 }
+
+#[tokio::test]
+async fn remote_kinds_and_worker_leases_are_kept_per_namespace() {
+    each_store(|store| async move {
+        let now = SystemTime::now();
+        let kind = |name: &str, description: &str| crate::model::worker::RemoteKind {
+            name: name.into(),
+            description: description.into(),
+            args_schema: Some(serde_json::json!({"type": "object"})),
+            max_attempts: Some(2),
+        };
+        store
+            .put_remote_kinds("a", &[kind("k", "first")], now)
+            .await
+            .unwrap();
+        store
+            .put_remote_kinds("b", &[kind("k", "other team")], now)
+            .await
+            .unwrap();
+        // A later declaration of the same name replaces the earlier one.
+        store
+            .put_remote_kinds("a", &[kind("k", "second")], now)
+            .await
+            .unwrap();
+        let mut kinds = store.remote_kinds().await.unwrap();
+        kinds.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            kinds,
+            [
+                ("a".into(), kind("k", "second")),
+                ("b".into(), kind("k", "other team"))
+            ]
+        );
+
+        let until = crate::model::job::whole_millis(now + Duration::from_secs(30));
+        store.renew_worker("a", "w1", now).await.unwrap();
+        store.renew_worker("a", "w1", until).await.unwrap();
+        let leases = store.worker_leases().await.unwrap();
+        assert_eq!(leases.len(), 1);
+        assert_eq!(
+            (leases[0].worker_id.as_str(), leases[0].until),
+            ("w1", until)
+        );
+    })
+    .await;
+}

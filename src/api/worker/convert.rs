@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use super::super::convert::MAX_ATTEMPTS;
 use crate::engine::workers::{Assignment, LostReason, ToWorker, Welcome};
 use crate::model::job::Progress;
+use crate::model::text::truncated as cut;
 use crate::model::violation::FieldViolation;
 use crate::model::worker::{Lease, RemoteKind, WorkerHello};
 use crate::pb::json::{json_to_struct, struct_to_json, value_to_json};
@@ -18,7 +19,8 @@ use crate::pb::worker as pbw;
 const MAX_NAME: usize = 128;
 /// The most kinds, queues or held leases one hello may carry.
 const MAX_LIST: usize = 1000;
-/// The longest progress message or log line kept; longer ones are cut.
+/// The longest progress or failure message kept; longer ones are cut. (Log lines are cut
+/// by `JobContext::log`, as a local handler's are.)
 const MAX_TEXT: usize = 4096;
 
 fn check_name(field: &str, name: &str) -> Result<(), FieldViolation> {
@@ -168,21 +170,9 @@ pub fn result(value: Option<prost_types::Value>) -> Result<Json, FieldViolation>
     }
 }
 
-/// Text cut to `max` bytes at a character boundary.
-pub fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
-}
-
-/// A log line cut to the longest kept.
-pub fn log_line(line: String) -> String {
-    cut(line, MAX_TEXT)
+/// A failure message cut to the longest kept.
+pub fn failure_message(message: String) -> String {
+    cut(message, MAX_TEXT)
 }
 
 fn lease_to_pb(l: Lease) -> pbw::Lease {

@@ -94,7 +94,7 @@ impl WorkerService for WorkerApi {
         let fail = r.fail.ok_or_else(|| missing("fail"))?;
         let lease = convert::lease("fail.lease", fail.lease).map_err(Error::from)?;
         let report = Report::Fail {
-            message: convert::log_line(fail.message),
+            message: convert::failure_message(fail.message),
             retryable: fail.retryable,
         };
         self.unary(r.namespace, r.worker_id, lease, report).await?;
@@ -258,7 +258,7 @@ async fn handle_one(
         }
         Some(Message::Log(l)) => {
             let lease = convert::lease("log.lease", l.lease).map_err(bad)?;
-            let line = convert::log_line(l.message);
+            let line = l.message;
             (
                 lease,
                 Report::Log {
@@ -276,7 +276,7 @@ async fn handle_one(
         }
         Some(Message::Fail(f)) => {
             let lease = convert::lease("fail.lease", f.lease).map_err(bad)?;
-            let message = convert::log_line(f.message);
+            let message = convert::failure_message(f.message);
             (
                 lease,
                 Report::Fail {

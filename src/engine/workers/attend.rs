@@ -145,6 +145,9 @@ async fn attend(
     control: &RunControl,
 ) -> End {
     let grace = engine.shared.config.cancel_grace;
+    // Cancel is sent once (again after a reconnect); the lease is revoked at `revoke_at`
+    // unless an outcome comes first.
+    let mut cancel_sent = false;
     let mut revoke_at: Option<Instant> = None;
     let mut last_seq = 0;
     let stopping = engine.shared.stopping.clone();
@@ -175,14 +178,15 @@ async fn attend(
                 },
                 Some(LeaseEvent::Expired(why)) => return End::Expired(why),
                 Some(LeaseEvent::Reattached) => {
-                    if revoke_at.is_some() {
+                    if cancel_sent {
                         send_cancel(engine, worker, lease, control, grace);
                     }
                 }
                 None => return End::Expired("the lease ended without a word".into()),
             },
-            () = ctx.cancelled(), if revoke_at.is_none() => {
+            () = ctx.cancelled(), if !cancel_sent => {
                 send_cancel(engine, worker, lease, control, grace);
+                cancel_sent = true;
                 revoke_at = Some(Instant::now() + grace);
             }
             () = sleep_until(revoke_at.unwrap_or_else(Instant::now)), if revoke_at.is_some() => {
@@ -195,7 +199,7 @@ async fn attend(
                     return End::Outcome(RunOutcome::Aborted, None);
                 }
                 // An outcome got there first: it is in `events`.
-                revoke_at = Some(Instant::now() + Duration::from_secs(3600));
+                revoke_at = None;
             }
             () = stopping.cancelled() => return End::Detached,
         }

@@ -6,14 +6,10 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, params};
 
-use super::writer::{Answer, Op};
+use super::writer::{Answer, Op, write_failed};
 use super::{SqliteStore, from_ms, ms, unavailable};
 use crate::model::worker::RemoteKind;
 use crate::store::{StoreError, WorkerLease};
-
-fn write_failed(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("write failed: {e}"))
-}
 
 /// Upserts each kind's row; the writer thread's side of `put_remote_kinds`.
 pub(super) fn put_kinds(

@@ -121,7 +121,7 @@ fn all_failed(requests: usize, why: String) -> Vec<Result<Answer, StoreError>> {
 }
 
 /// A request's failure, worded as what happened.
-fn write_failed(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn write_failed(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("write failed: {e}"))
 }
 

@@ -333,6 +333,7 @@ pub fn list_query(req: pb::ListJobsRequest) -> Result<ListQuery, Vec<FieldViolat
         kind: non_empty(req.kind),
         queue: non_empty(req.queue),
         labels: req.labels.into_iter().collect(),
+        schedule: non_empty(req.schedule_id),
         before,
         limit,
         max_bytes: LIST_PAGE_BYTES,

@@ -88,6 +88,8 @@ pub fn job_to_pb(job: &Job) -> pb::Job {
         namespace: job.spec.namespace.clone(),
         worker_id: job.holder.clone().unwrap_or_default(),
         lease_expiries: job.lease_expiries,
+        schedule_id: (job.schedule.as_ref()).map_or_else(String::new, |s| s.id.clone()),
+        schedule_slot: job.schedule.as_ref().map(|s| timestamp(s.slot)),
     }
 }
 

@@ -418,6 +418,17 @@ pub struct Job {
     /// own and do not count against the retry policy's attempts.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lease_expiries: u32,
+    /// The schedule slot that fired this job, if a schedule did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSlot>,
+}
+
+/// Which schedule fired a job, and for which slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleSlot {
+    pub id: String,
+    #[serde(with = "compact::time")]
+    pub slot: SystemTime,
 }
 
 impl Job {
@@ -439,6 +450,7 @@ impl Job {
             holder: None,
             epoch: 0,
             lease_expiries: 0,
+            schedule: None,
             spec,
             attempt: 0,
             progress: None,

@@ -331,7 +331,10 @@ impl FromStr for Repeat {
 }
 
 mod record;
-pub use record::{DEFAULT_CATCHUP, OverlapPolicy, Schedule, ScheduleState, StoredSpec, slot_key};
+pub use record::{
+    DEFAULT_CATCHUP, OverlapPolicy, RECENT_RUNS, Run, RunOutcome, Schedule, ScheduleState,
+    StoredSpec, slot_key,
+};
 
 #[cfg(test)]
 mod tests;

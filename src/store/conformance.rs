@@ -21,7 +21,7 @@ fn queued(job: &Job) -> EventData {
 }
 
 /// Runs `check` against a memory store and a SQLite store in a temporary directory.
-async fn each_store<F, Fut>(check: F)
+pub(super) async fn each_store<F, Fut>(check: F)
 where
     F: Fn(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()>,
@@ -301,6 +301,9 @@ async fn sqlite_reads_records_and_schemas_of_the_earlier_format() {
          DROP TABLE meta;
          DROP TABLE remote_kinds;
          DROP TABLE workers;
+         DROP TABLE schedules;
+         DROP INDEX jobs_by_schedule;
+         ALTER TABLE jobs DROP COLUMN schedule_id;
          DROP INDEX jobs_unfinished;
          CREATE INDEX jobs_unfinished ON jobs(state)
              WHERE state NOT IN ('succeeded', 'failed', 'cancelled');

@@ -13,8 +13,12 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{Inserted, ListQuery, Page, Store, StoreError, WorkerLease};
+use super::{
+    Expect, Inserted, ListQuery, Page, ScheduleWrite, ScheduleWritten, Store, StoreError,
+    WorkerLease,
+};
 use crate::model::job::{Event, EventData, Job, JobId, JobState, Progress, whole_millis};
+use crate::model::schedule::Schedule;
 use crate::model::worker::RemoteKind;
 
 /// Jobs and their logs in process memory.
@@ -35,6 +39,8 @@ struct Inner {
     remote_kinds: BTreeMap<(String, String), RemoteKind>,
     /// Workers' lease expiries by (namespace, worker id).
     workers: BTreeMap<(String, String), SystemTime>,
+    /// Schedules by (namespace, id).
+    schedules: BTreeMap<(String, String), Schedule>,
 }
 
 /// One stored job.
@@ -109,6 +115,29 @@ impl Inner {
         let seq = entry.last_seq;
         self.jobs.insert(job.id, Box::new(entry));
         Ok(Inserted::Created(seq))
+    }
+
+    /// One schedule write, all or nothing (the caller holds the lock throughout).
+    fn write_schedule(
+        &mut self,
+        write: &ScheduleWrite,
+        records: Vec<Record>,
+        at: SystemTime,
+    ) -> Result<ScheduleWritten, StoreError> {
+        let key = (write.schedule.namespace.clone(), write.schedule.id.clone());
+        let stored = self.schedules.get(&key);
+        let as_expected = match write.expect {
+            Expect::Absent => stored.is_none(),
+            Expect::Version(v) => stored.is_some_and(|s| s.state.version == v),
+        };
+        if !as_expected {
+            return Ok(ScheduleWritten::Conflict(stored.cloned().map(Box::new)));
+        }
+        let inserted = (write.jobs.iter().zip(records))
+            .map(|((job, events), record)| self.insert(job, record, events, at))
+            .collect::<Result<_, _>>()?;
+        self.schedules.insert(key, write.schedule.clone());
+        Ok(ScheduleWritten::Written(inserted))
     }
 }
 
@@ -350,5 +379,53 @@ impl Store for MemoryStore {
             until: *until,
         });
         Ok(leases.collect())
+    }
+
+    async fn write_schedules(
+        &self,
+        writes: &[ScheduleWrite],
+        at: SystemTime,
+    ) -> Result<Vec<ScheduleWritten>, StoreError> {
+        let records = (writes.iter())
+            .map(|w| w.jobs.iter().map(|(job, _)| Record::encode(job)).collect())
+            .collect::<Result<Vec<Vec<_>>, _>>()?;
+        let mut inner = self.lock();
+        (writes.iter().zip(records))
+            .map(|(write, records)| inner.write_schedule(write, records, at))
+            .collect()
+    }
+
+    async fn delete_schedule(&self, namespace: &str, id: &str) -> Result<bool, StoreError> {
+        let key = (namespace.to_string(), id.to_string());
+        Ok(self.lock().schedules.remove(&key).is_some())
+    }
+
+    async fn get_schedule(
+        &self,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Option<Schedule>, StoreError> {
+        let key = (namespace.to_string(), id.to_string());
+        Ok(self.lock().schedules.get(&key).cloned())
+    }
+
+    async fn list_schedules(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        let inner = self.lock();
+        let from = (namespace.to_string(), after.unwrap_or_default().to_string());
+        let listed = (inner.schedules.range(from..))
+            .take_while(|((ns, _), _)| ns == namespace)
+            .filter(|((_, id), _)| after.is_none_or(|a| id.as_str() > a))
+            .take(limit)
+            .map(|(_, s)| s.clone());
+        Ok(listed.collect())
+    }
+
+    async fn all_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        Ok(self.lock().schedules.values().cloned().collect())
     }
 }

@@ -14,6 +14,8 @@
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_schedules;
 mod memory;
 pub mod sqlite;
 
@@ -26,6 +28,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::model::job::{Event, EventData, Job, JobId, JobState};
+use crate::model::schedule::Schedule;
 use crate::model::worker::RemoteKind;
 
 /// What a store can fail with.
@@ -56,6 +59,8 @@ pub struct ListQuery {
     pub kind: Option<String>,
     pub queue: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Only jobs this schedule fired.
+    pub schedule: Option<String>,
     /// Only jobs older than this one (the previous page's last id).
     pub before: Option<JobId>,
     pub limit: usize,
@@ -76,6 +81,7 @@ impl Default for ListQuery {
             kind: None,
             queue: None,
             labels: BTreeMap::new(),
+            schedule: None,
             before: None,
             limit: 0,
             max_bytes: 0,
@@ -138,6 +144,8 @@ impl ListQuery {
             && self.state.is_none_or(|s| s == job.state)
             && self.kind.as_ref().is_none_or(|k| *k == job.spec.kind)
             && self.queue.as_ref().is_none_or(|q| *q == job.spec.queue)
+            && (self.schedule.as_ref())
+                .is_none_or(|s| job.schedule.as_ref().is_some_and(|f| f.id == *s))
             && self
                 .labels
                 .iter()
@@ -152,6 +160,36 @@ pub enum Inserted {
     Created(u64),
     /// A job with the same idempotency key already exists; nothing was written.
     Existing(Box<Job>),
+}
+
+/// What a schedule write expects the stored schedule to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No schedule of that namespace and id.
+    Absent,
+    /// The schedule at this version.
+    Version(u64),
+}
+
+/// One schedule change, applied as one atomic step: the record replaces the stored one if
+/// that is what `expect` says, and the jobs it fires are inserted with it (each under its
+/// slot's idempotency key). A crash leaves either all of it or none of it, and a second
+/// writer that read the same version (another node) is refused.
+#[derive(Debug, Clone)]
+pub struct ScheduleWrite {
+    pub schedule: Schedule,
+    pub expect: Expect,
+    pub jobs: Vec<(Job, Vec<EventData>)>,
+}
+
+/// What a [`ScheduleWrite`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScheduleWritten {
+    /// Written; one answer per job, in order.
+    Written(Vec<Inserted>),
+    /// The stored schedule was not as expected (it is this one, or none); nothing was
+    /// written.
+    Conflict(Option<Box<Schedule>>),
 }
 
 /// A worker's recorded lease expiry (see [`Store::renew_worker`]).
@@ -255,6 +293,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// The lease expiry each worker last recorded, by namespace and worker id.
     async fn worker_leases(&self) -> Result<Vec<WorkerLease>, StoreError>;
+
+    /// Applies schedule writes, each atomically and on its own: one's conflict does not
+    /// stop the others. Answers in order.
+    async fn write_schedules(
+        &self,
+        writes: &[ScheduleWrite],
+        at: SystemTime,
+    ) -> Result<Vec<ScheduleWritten>, StoreError>;
+
+    /// Deletes a schedule (the jobs it fired stay); says whether it existed.
+    async fn delete_schedule(&self, namespace: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// The schedule, if stored.
+    async fn get_schedule(&self, namespace: &str, id: &str)
+    -> Result<Option<Schedule>, StoreError>;
+
+    /// Up to `limit` schedules of a namespace with ids after `after`, in id order.
+    async fn list_schedules(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError>;
+
+    /// Every schedule of every namespace; read once at start-up.
+    async fn all_schedules(&self) -> Result<Vec<Schedule>, StoreError>;
 
     /// Finishes pending writes and releases the storage (files, locks); later calls fail
     /// with `Unavailable`. The engine calls it last thing at shutdown.

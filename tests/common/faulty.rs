@@ -6,8 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use spindle::model::job::{Event, EventData, Job, JobId};
+use spindle::model::schedule::Schedule;
 use spindle::model::worker::RemoteKind;
-use spindle::store::{Inserted, ListQuery, Page, SqliteStore, Store, StoreError, WorkerLease};
+use spindle::store::{
+    Inserted, ListQuery, Page, ScheduleWrite, ScheduleWritten, SqliteStore, Store, StoreError,
+    WorkerLease,
+};
 
 pub struct FaultyStore {
     inner: SqliteStore,
@@ -131,6 +135,41 @@ impl Store for FaultyStore {
 
     async fn worker_leases(&self) -> Result<Vec<WorkerLease>, StoreError> {
         self.inner.worker_leases().await
+    }
+
+    async fn write_schedules(
+        &self,
+        writes: &[ScheduleWrite],
+        at: SystemTime,
+    ) -> Result<Vec<ScheduleWritten>, StoreError> {
+        self.check()?;
+        self.inner.write_schedules(writes, at).await
+    }
+
+    async fn delete_schedule(&self, namespace: &str, id: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.delete_schedule(namespace, id).await
+    }
+
+    async fn get_schedule(
+        &self,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Option<Schedule>, StoreError> {
+        self.inner.get_schedule(namespace, id).await
+    }
+
+    async fn list_schedules(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        self.inner.list_schedules(namespace, after, limit).await
+    }
+
+    async fn all_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.inner.all_schedules().await
     }
 
     async fn close(&self) {

@@ -50,6 +50,70 @@ pub struct Schedule {
     pub state: ScheduleState,
     #[serde(with = "compact::time")]
     pub created_at: SystemTime,
+    /// The CreateSchedule request that made it: a retry of that request gets this schedule
+    /// back instead of a conflict.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
+}
+
+/// How many runs a schedule remembers.
+pub const RECENT_RUNS: usize = 10;
+
+/// What became of a slot (or of a Trigger or a Backfill).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Fired,
+    /// Not fired: the previous job was still running (SKIP, or BUFFER_ONE with a slot
+    /// already waiting).
+    SkippedOverlap,
+    /// Not fired: older than the catch-up window when the service got to it.
+    Missed,
+    Triggered,
+    Backfilled,
+    /// A backfilled slot that had fired before: its job is the earlier one.
+    AlreadyFired,
+}
+
+/// One entry of a schedule's recent runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    #[serde(with = "compact::time")]
+    pub slot: SystemTime,
+    pub outcome: RunOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobId>,
+    #[serde(with = "compact::time")]
+    pub at: SystemTime,
+    /// How many slots the entry stands for (missed slots are recorded as one entry, the
+    /// latest of them); 1 otherwise.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub slots: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+impl Schedule {
+    /// Records a run, keeping the newest [`RECENT_RUNS`] and counting it.
+    pub fn record(&mut self, run: Run) {
+        let state = &mut self.state;
+        match run.outcome {
+            RunOutcome::Fired | RunOutcome::Triggered | RunOutcome::Backfilled => state.runs += 1,
+            RunOutcome::SkippedOverlap => state.skipped += run.slots,
+            RunOutcome::Missed => state.missed += run.slots,
+            RunOutcome::AlreadyFired => {}
+        }
+        if state.recent.len() >= RECENT_RUNS {
+            state.recent.remove(0);
+        }
+        state.recent.push(run);
+    }
 }
 
 /// What firing advances.
@@ -81,6 +145,9 @@ pub struct ScheduleState {
     /// Goes up with every change of the record.
     #[serde(default)]
     pub version: u64,
+    /// The newest runs, oldest first (at most [`RECENT_RUNS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<Run>,
 }
 
 /// A spec as stored: [`SpecInput`] in a serde form.
@@ -209,6 +276,7 @@ mod tests {
             note: String::new(),
             state: ScheduleState::default(),
             created_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            request_id: "r1".into(),
         };
         let json = serde_json::to_string(&schedule).unwrap();
         let back: Schedule = serde_json::from_str(&json).unwrap();

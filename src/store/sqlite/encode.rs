@@ -24,6 +24,8 @@ pub struct EncodedJob {
     pub progress: Option<String>,
     /// The worker running it, for a remote job (the `lease_owner` column).
     pub holder: Option<String>,
+    /// The schedule that fired it.
+    pub schedule_id: Option<String>,
 }
 
 /// An event as its row holds it.
@@ -51,6 +53,7 @@ impl EncodedJob {
             labels: job.spec.labels.clone().into_iter().collect(),
             expires_at_ms: job.expires_at.map(ms),
             holder: job.holder.clone(),
+            schedule_id: job.schedule.as_ref().map(|s| s.id.clone()),
             last_seq: job.last_seq,
             // Its seq and progress have columns of their own, which win when it is read
             // back; serializing the job as it is saves a clone of the whole job per write.

@@ -8,6 +8,7 @@ mod encode;
 #[cfg(test)]
 mod query_tests;
 mod remote;
+mod schedules;
 mod schema;
 mod writer;
 #[cfg(test)]
@@ -21,8 +22,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{Inserted, ListQuery, Page, Store, StoreError, WorkerLease};
+use super::{
+    Inserted, ListQuery, Page, ScheduleWrite, ScheduleWritten, Store, StoreError, WorkerLease,
+};
 use crate::model::job::{Event, EventData, Job, JobId, Progress};
+use crate::model::schedule::Schedule;
 use crate::model::worker::RemoteKind;
 use encode::EncodedJob;
 use writer::{Answer, Op, Reply};
@@ -217,26 +221,41 @@ fn job_from_row((id, record, last_seq, progress): JobRow) -> Result<Job, StoreEr
     Ok(job)
 }
 
-/// ListJobs' statement: every job newest first, or those carrying one label (?5 = ?6).
-fn list_sql(by_label: bool) -> String {
-    let (from, id) = if by_label {
-        (
+/// Which index a ListJobs walk follows.
+#[derive(Clone, Copy)]
+enum ListBy {
+    /// Every job of the namespace.
+    Namespace,
+    /// The rows of one label (?5 = ?6).
+    Label,
+    /// The jobs one schedule fired (?8).
+    Schedule,
+}
+
+/// ListJobs' statement: the jobs `by` walks, newest first, filtered by the rest.
+fn list_sql(by: ListBy) -> String {
+    let (from, id, extra) = match by {
+        ListBy::Label => (
             "job_labels JOIN jobs ON jobs.id = job_labels.job_id",
             "job_labels.job_id",
-        )
-    } else {
-        ("jobs", "jobs.id")
-    };
-    let label = if by_label {
-        "AND job_labels.key = ?5 AND job_labels.value = ?6"
-    } else {
-        "AND ?5 IS NULL AND ?6 IS NULL"
+            "AND job_labels.key = ?5 AND job_labels.value = ?6 AND ?8 IS NULL",
+        ),
+        ListBy::Schedule => (
+            "jobs",
+            "jobs.id",
+            "AND jobs.schedule_id = ?8 AND ?5 IS NULL AND ?6 IS NULL",
+        ),
+        ListBy::Namespace => (
+            "jobs",
+            "jobs.id",
+            "AND ?5 IS NULL AND ?6 IS NULL AND ?8 IS NULL",
+        ),
     };
     let columns = "jobs.id, jobs.record, jobs.last_seq, jobs.progress";
     format!(
         "SELECT {columns} FROM {from}
          WHERE jobs.namespace = ?7 AND (?1 IS NULL OR {id} < ?1) AND (?2 IS NULL OR jobs.state = ?2)
-           AND (?3 IS NULL OR jobs.kind = ?3) AND (?4 IS NULL OR jobs.queue = ?4) {label}
+           AND (?3 IS NULL OR jobs.kind = ?3) AND (?4 IS NULL OR jobs.queue = ?4) {extra}
          ORDER BY {id} DESC"
     )
 }
@@ -381,8 +400,18 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             // With a label filter, walk that label's rows (newest first), not every job;
             // `matches` checks the other labels.
-            let label = query.labels.iter().next();
-            let sql = list_sql(label.is_some());
+            // A schedule filter beats a label one: a schedule's jobs are fewer.
+            let by = match (&query.schedule, query.labels.is_empty()) {
+                (Some(_), _) => ListBy::Schedule,
+                (None, false) => ListBy::Label,
+                (None, true) => ListBy::Namespace,
+            };
+            let label = query
+                .labels
+                .iter()
+                .next()
+                .filter(|_| matches!(by, ListBy::Label));
+            let sql = list_sql(by);
             let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
             let args = params![
                 query.before.map(id_blob),
@@ -392,6 +421,7 @@ impl Store for SqliteStore {
                 label.map(|(k, _)| k),
                 label.map(|(_, v)| v),
                 query.namespace,
+                query.schedule,
             ];
             let mut rows = stmt.query(args).map_err(unavailable)?;
             let (mut page, mut spent) = (Page::default(), 0);
@@ -462,6 +492,39 @@ impl Store for SqliteStore {
 
     async fn worker_leases(&self) -> Result<Vec<WorkerLease>, StoreError> {
         self.read_workers().await
+    }
+
+    async fn write_schedules(
+        &self,
+        writes: &[ScheduleWrite],
+        at: SystemTime,
+    ) -> Result<Vec<ScheduleWritten>, StoreError> {
+        self.write_schedule_batch(writes, at).await
+    }
+
+    async fn delete_schedule(&self, namespace: &str, id: &str) -> Result<bool, StoreError> {
+        self.remove_schedule(namespace, id).await
+    }
+
+    async fn get_schedule(
+        &self,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Option<Schedule>, StoreError> {
+        self.read_schedule(namespace, id).await
+    }
+
+    async fn list_schedules(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        self.read_schedules(Some(namespace), after, limit).await
+    }
+
+    async fn all_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.read_schedules(None, None, 0).await
     }
 
     async fn close(&self) {

@@ -11,7 +11,7 @@ use crate::store::StoreError;
 /// "SPND": marks a SQLite file as a Spindle database (`PRAGMA application_id`).
 pub const APPLICATION_ID: i32 = 0x5350_4E44;
 /// The schema this build reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -114,6 +114,20 @@ const MIGRATIONS: &[&str] = &[
         lease_until_ms INTEGER NOT NULL,
         PRIMARY KEY (namespace, worker_id)
     ) WITHOUT ROWID;
+    "#,
+    // v5 -> v6: schedules (the record as JSON, its version beside it so a stale write is
+    // refused in SQL), and the schedule that fired a job, so ListJobs can filter by it.
+    r#"
+    CREATE TABLE schedules (
+        namespace TEXT NOT NULL,
+        id        TEXT NOT NULL,
+        version   INTEGER NOT NULL,
+        record    TEXT NOT NULL,
+        PRIMARY KEY (namespace, id)
+    ) WITHOUT ROWID;
+    ALTER TABLE jobs ADD COLUMN schedule_id TEXT;
+    CREATE INDEX jobs_by_schedule ON jobs(namespace, schedule_id, id)
+        WHERE schedule_id IS NOT NULL;
     "#,
 ];
 

@@ -17,9 +17,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::encode::{EncodedEvent, EncodedJob};
+use super::schedules::EncodedScheduleWrite;
 use super::{id_blob, ms};
 use crate::model::job::{JobId, JobState};
-use crate::store::{Inserted, StoreError};
+use crate::store::{Inserted, ScheduleWritten, StoreError};
 
 /// The most requests one transaction carries.
 pub const MAX_BATCH: usize = 2048;
@@ -39,6 +40,10 @@ pub enum Op {
     PutKinds(String, Vec<(String, String)>, SystemTime),
     /// A worker's lease expiry: namespace, worker id, until.
     RenewWorker(String, String, SystemTime),
+    /// Schedule writes, each atomic on its own.
+    WriteSchedules(Vec<EncodedScheduleWrite>, SystemTime),
+    /// Deletes a schedule: namespace, id.
+    DeleteSchedule(String, String),
 }
 
 /// What a write request produced.
@@ -47,6 +52,7 @@ pub enum Answer {
     InsertedMany(Vec<Inserted>),
     Seq(u64),
     Count(usize),
+    Schedules(Vec<ScheduleWritten>),
 }
 
 pub type Reply = oneshot::Sender<Result<Answer, StoreError>>;
@@ -101,9 +107,14 @@ fn superseded(batch: &[Op]) -> Vec<bool> {
                     next_is_save.insert(job.id, false);
                 }
             }
+            Op::WriteSchedules(writes, _) => {
+                for (job, _) in writes.iter().flat_map(|w| &w.jobs) {
+                    next_is_save.insert(job.id, false);
+                }
+            }
             Op::Append(id, ..) => drop(next_is_save.insert(*id, false)),
             Op::Purge(..) => next_is_save.clear(),
-            Op::PageLimit(_) | Op::PutKinds(..) | Op::RenewWorker(..) => {}
+            Op::PageLimit(_) | Op::PutKinds(..) | Op::RenewWorker(..) | Op::DeleteSchedule(..) => {}
         }
     }
     superseded
@@ -221,7 +232,30 @@ impl Writer {
                 super::remote::renew_worker(&self.conn, namespace, worker, *until)
                     .map(Answer::Count)
             }
+            Op::WriteSchedules(writes, at) => writes
+                .iter()
+                .map(|write| self.write_schedule(write, *at))
+                .collect::<Result<_, _>>()
+                .map(Answer::Schedules),
+            Op::DeleteSchedule(namespace, id) => {
+                super::schedules::delete(&self.conn, namespace, id).map(Answer::Count)
+            }
         }
+    }
+
+    /// One schedule write: the record if it is at the expected version, and its jobs.
+    fn write_schedule(
+        &self,
+        write: &EncodedScheduleWrite,
+        at: SystemTime,
+    ) -> Result<ScheduleWritten, StoreError> {
+        if let Some(conflict) = super::schedules::put(&self.conn, write)? {
+            return Ok(conflict);
+        }
+        let inserted = (write.jobs.iter())
+            .map(|(job, events)| self.insert(job, events, at))
+            .collect::<Result<_, _>>()?;
+        Ok(ScheduleWritten::Written(inserted))
     }
 
     fn insert(
@@ -249,8 +283,8 @@ impl Writer {
         }
         self.conn
             .prepare_cached(
-                "INSERT INTO jobs (id, state, kind, queue, idempotency_key, expires_at_ms, last_seq, record, namespace)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7, ?9)",
+                "INSERT INTO jobs (id, state, kind, queue, idempotency_key, expires_at_ms, last_seq, record, namespace, schedule_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7, ?9, ?10)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -263,6 +297,7 @@ impl Writer {
                     job.record,
                     events.len() as i64,
                     job.namespace,
+                    job.schedule_id,
                 ])
             })
             .map_err(write_failed)?;

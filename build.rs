@@ -1,6 +1,6 @@
 //! Compiles proto/ with protox (pure Rust, no system protoc) and keeps the encoded file
 //! descriptor sets so the server can offer reflection to grpcurl. Two passes: the public
-//! `spindle.v1` with the worker protocol `spindle.worker.v1`, then the benchmark's
+//! `spindle.v1` (jobs and schedules) with the worker protocol `spindle.worker.v1`, then the benchmark's
 //! `spindle.bench.v1` into a folder of its own, reusing the first pass's types. google.rpc
 //! types come from tonic-types.
 
@@ -18,7 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     println!("cargo:rerun-if-changed=proto");
 
-    let public = descriptors(&["spindle/v1/spindle.proto", "spindle/worker/v1/worker.proto"])?;
+    let public = descriptors(&[
+        "spindle/v1/spindle.proto",
+        "spindle/v1/schedule.proto",
+        "spindle/worker/v1/worker.proto",
+    ])?;
     std::fs::write(
         out_dir.join("spindle_descriptor.bin"),
         public.encode_file_descriptor_set(),
@@ -43,7 +47,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.rpc", "::tonic_types::pb")
         .extern_path(".spindle.v1", "crate::pb")
         .compile_fds(bench.file_descriptor_set())?;
-    // Schedules (issue 14) are not served yet: their contract is checked here, generated later.
-    descriptors(&["spindle/v1/schedule.proto"])?;
     Ok(())
 }

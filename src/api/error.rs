@@ -126,6 +126,15 @@ fn engine_status(e: EngineError) -> Status {
         EngineError::ShuttingDown | EngineError::Busy(_) => Status::unavailable(message),
         EngineError::IdempotencyConflict { .. } => Status::already_exists(message),
         EngineError::CpuPool(_) => Status::internal(message),
+        EngineError::InvalidSpec(violations) => {
+            bad_request(Code::InvalidArgument, message, &violations)
+        }
+        EngineError::Template(inner) => template_status(*inner, message),
+        EngineError::ScheduleNotFound(_) => Status::not_found(message),
+        EngineError::ScheduleExists(_) => Status::already_exists(message),
+        EngineError::ScheduleChanged { .. } | EngineError::ScheduleOverlap { .. } => {
+            Status::failed_precondition(message)
+        }
         EngineError::Store(StoreError::UnknownJob(_)) => Status::not_found(message),
         EngineError::Store(e @ StoreError::Corrupt { .. }) => {
             tracing::error!(error = %e, "a stored record cannot be read");
@@ -136,6 +145,30 @@ fn engine_status(e: EngineError) -> Status {
             Status::unavailable("storage failed; nothing was changed, retry later")
         }
     }
+}
+
+/// A schedule's template refused as a Submit would be, its fields named under `template.`.
+fn template_status(inner: EngineError, message: String) -> Status {
+    let (code, violations) = match inner {
+        EngineError::UnknownKind { .. } => (
+            Code::InvalidArgument,
+            vec![FieldViolation::new("kind", message.clone())],
+        ),
+        EngineError::OutOfRange(violation) => (Code::InvalidArgument, vec![violation]),
+        EngineError::InvalidArgs(args) => {
+            let code = match args.kind {
+                ArgsErrorKind::Invalid => Code::InvalidArgument,
+                ArgsErrorKind::PermissionDenied => Code::PermissionDenied,
+            };
+            (code, args.violations)
+        }
+        other => return engine_status(other),
+    };
+    let prefixed: Vec<_> = violations
+        .into_iter()
+        .map(|v| FieldViolation::new(format!("template.{}", v.field), v.description))
+        .collect();
+    bad_request(code, message, &prefixed)
 }
 
 /// One job's outcome in a SubmitBatch answer: the job, or the status Submit would have

@@ -14,7 +14,7 @@ use crate::model::worker::{RemoteKind, WorkerStatus};
 use crate::pb;
 use crate::pb::json::{json_to_struct, json_to_value};
 
-fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+pub(crate) fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     t.into()
 }
 
@@ -160,6 +160,11 @@ pub fn stats_to_pb(stats: &Stats) -> pb::Stats {
         cancelled_total: stats.cancelled_total,
         watchers: stats.watchers,
         started_at: Some(timestamp(stats.started_at)),
+        schedules: stats.schedules,
+        schedule_fires: stats.fire_lag.fires,
+        fire_lag_p50: stats.fire_lag.p50.try_into().ok(),
+        fire_lag_p99: stats.fire_lag.p99.try_into().ok(),
+        fire_lag_max: stats.fire_lag.max.try_into().ok(),
     }
 }
 

@@ -3,9 +3,15 @@
 //! keeps them consistent, and lets tests pause and advance time for delays, backoff,
 //! timeouts and retention without real sleeps.
 
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use tokio::time::Instant;
+
+/// The process's one anchor: every engine started in the process reads the same wall
+/// clock, so an engine restarted within a test (after time was advanced) goes on from
+/// where the last one stopped, as a restarted process would.
+static ANCHOR: OnceLock<(SystemTime, Instant)> = OnceLock::new();
 
 /// Wall-clock time anchored at start-up and advanced by tokio's monotonic clock.
 #[derive(Debug, Clone, Copy)]
@@ -16,9 +22,12 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
+        let (wall, mono) = *ANCHOR.get_or_init(|| (SystemTime::now(), Instant::now()));
+        let now = Instant::now();
+        // (Another runtime's paused clock may read a little behind the anchor.)
         Clock {
-            wall: SystemTime::now(),
-            mono: Instant::now(),
+            wall: wall + now.saturating_duration_since(mono),
+            mono: now,
         }
     }
 

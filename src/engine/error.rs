@@ -51,6 +51,33 @@ pub enum EngineError {
     /// A worker's message broke the protocol (the text names the field).
     #[error("{0}")]
     Protocol(String),
+    /// A schedule's spec has bad fields (each named).
+    #[error("invalid schedule spec: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+    InvalidSpec(Vec<FieldViolation>),
+    /// A schedule's job template was refused as a Submit would be.
+    #[error("template: {0}")]
+    Template(Box<EngineError>),
+    /// No schedule of that id in the namespace.
+    #[error("no schedule {0:?} in this namespace")]
+    ScheduleNotFound(String),
+    /// A schedule of that id already exists (and the create was not a retry of the one
+    /// that made it).
+    #[error("schedule {0:?} already exists")]
+    ScheduleExists(String),
+    /// The schedule changed since the caller read it; nothing was changed.
+    #[error(
+        "schedule {id:?} changed since it was read (conflict token {expected}, now {current}); read it again and retry"
+    )]
+    ScheduleChanged {
+        id: String,
+        expected: u64,
+        current: u64,
+    },
+    /// A trigger refused by the overlap policy: the previous job still runs.
+    #[error(
+        "schedule {id:?}'s previous job {running} is still running and its overlap policy does not allow another; nothing fired"
+    )]
+    ScheduleOverlap { id: String, running: JobId },
     /// The store failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -16,6 +16,7 @@ mod queue;
 mod report;
 mod run;
 mod schedule;
+pub mod schedules;
 mod stats;
 mod submit;
 mod watch;
@@ -111,6 +112,16 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the scheduler when a job with an earlier due time arrives.
     scheduler_wake: Notify,
+    /// Schedules with their next fire times; every schedule change holds this lock.
+    schedules: tokio::sync::Mutex<schedules::Table>,
+    /// Wakes the schedules loop: a schedule was created or changed.
+    schedules_wake: Notify,
+    /// Tells the schedules loop that a job a schedule fired has finished (a buffered slot
+    /// may fire now).
+    schedule_ended: tokio::sync::mpsc::UnboundedSender<schedules::Key>,
+    fire_lag: schedules::lag::FireLag,
+    /// How many schedules the table holds.
+    schedule_count: Arc<AtomicUsize>,
     /// Cancelled when shutdown starts: no new submits, no new dispatches.
     stopping: CancellationToken,
     /// Cancelled when shutdown ends: open watch streams end.
@@ -184,6 +195,8 @@ impl Engine {
             wake: Notify::new(),
         };
         let remote_kinds = workers::RemoteKinds::load(&*store).await?;
+        let (schedule_ended, ended) = tokio::sync::mpsc::unbounded_channel();
+        let schedule_table = schedules::Table::default();
         let shared = Shared {
             store,
             registry,
@@ -195,6 +208,11 @@ impl Engine {
             config: config.clone(),
             state: Mutex::new(State::default()),
             scheduler_wake: Notify::new(),
+            schedule_count: schedule_table.counter(),
+            schedules: tokio::sync::Mutex::new(schedule_table),
+            schedules_wake: Notify::new(),
+            schedule_ended,
+            fire_lag: Default::default(),
             stopping: CancellationToken::new(),
             closed: CancellationToken::new(),
             running_tasks: TaskTracker::new(),
@@ -207,6 +225,7 @@ impl Engine {
             shared: Arc::new(shared),
         };
         engine.recover().await?;
+        engine.load_schedules().await?;
         let background = &engine.shared.background;
         for pool in [Pool::Io, Pool::Cpu] {
             background.spawn(engine.clone().dispatch(pool));
@@ -214,6 +233,7 @@ impl Engine {
         background.spawn(engine.clone().assign_loop());
         background.spawn(engine.clone().expiry_loop());
         background.spawn(engine.clone().schedule_loop());
+        background.spawn(engine.clone().schedules_loop(ended));
         background.spawn(engine.clone().purge_loop());
         background.close();
         Ok(engine)
@@ -384,6 +404,10 @@ impl Engine {
         job.last_seq = self.shared.store.save(job, &events, now).await?;
         let live = self.lock().live.remove(&job.id);
         (self.shared.totals).finished(&job.spec.namespace, job.state);
+        if let Some(fired_by) = &job.schedule {
+            let key = (job.spec.namespace.clone(), fired_by.id.clone());
+            let _ = self.shared.schedule_ended.send(key);
+        }
         if let Some(Live::Watched(tx)) = live {
             // The last value stays readable after the sender is gone: watchers take the
             // terminal event from memory too.

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use super::Engine;
@@ -67,6 +68,10 @@ pub struct Stats {
     pub cancelled_total: u64,
     pub watchers: u64,
     pub started_at: SystemTime,
+    /// Schedules of every namespace.
+    pub schedules: u64,
+    /// Slots fired since start and how late.
+    pub fire_lag: super::schedules::lag::LagSummary,
 }
 
 impl Engine {
@@ -94,6 +99,8 @@ impl Engine {
             cancelled_total: totals.cancelled,
             watchers: self.watchers() as u64,
             started_at: self.shared.started_at,
+            schedules: self.shared.schedule_count.load(Ordering::Relaxed) as u64,
+            fire_lag: self.fire_lag(),
         }
     }
 }

@@ -82,7 +82,7 @@ impl Engine {
     }
 
     /// Checks a spec against its kind and makes the job it describes (not stored yet).
-    async fn prepare(&self, spec: JobSpec) -> Result<Job, EngineError> {
+    pub(super) async fn prepare(&self, spec: JobSpec) -> Result<Job, EngineError> {
         let retry = match self.shared.registry.get(&spec.kind) {
             Some(kind) => {
                 kind.validate(&spec.args).await?;
@@ -128,7 +128,7 @@ impl Engine {
     }
 
     /// Queues a stored job, or resolves a repeated idempotency key.
-    fn accept(
+    pub(super) fn accept(
         &self,
         mut job: Job,
         inserted: Result<Inserted, EngineError>,

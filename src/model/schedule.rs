@@ -66,6 +66,8 @@ pub struct Due {
     pub fire: Option<SystemTime>,
     pub missed: u64,
     pub next: Option<SystemTime>,
+    /// The latest slot up to now (fired or missed): the new last handled slot.
+    pub latest: Option<SystemTime>,
 }
 
 /// The most slots counted one by one (cron) when counting missed ones; past it the count
@@ -165,6 +167,7 @@ impl Spec {
                 fire: None,
                 missed: 0,
                 next,
+                latest: None,
             };
         };
         let between = self.count_between(last, latest);
@@ -173,12 +176,14 @@ impl Spec {
                 fire: Some(latest),
                 missed: between,
                 next,
+                latest: Some(latest),
             }
         } else {
             Due {
                 fire: None,
                 missed: between + 1,
                 next,
+                latest: Some(latest),
             }
         }
     }

@@ -73,6 +73,11 @@ pub enum RunOutcome {
     Backfilled,
     /// A backfilled slot that had fired before: its job is the earlier one.
     AlreadyFired,
+    /// Not fired: slots that came while the schedule was paused (counted as skipped).
+    SkippedPaused,
+    /// Not fired: the template was refused (its kind is gone, its args no longer valid);
+    /// `error` says why.
+    Refused,
 }
 
 /// One entry of a schedule's recent runs.
@@ -89,6 +94,22 @@ pub struct Run {
     /// latest of them); 1 otherwise.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub slots: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+impl Run {
+    /// A run of one slot.
+    pub fn new(slot: SystemTime, outcome: RunOutcome, job: Option<JobId>, at: SystemTime) -> Self {
+        Run {
+            slot,
+            outcome,
+            job,
+            at,
+            slots: 1,
+            error: String::new(),
+        }
+    }
 }
 
 fn one() -> u64 {
@@ -105,8 +126,8 @@ impl Schedule {
         let state = &mut self.state;
         match run.outcome {
             RunOutcome::Fired | RunOutcome::Triggered | RunOutcome::Backfilled => state.runs += 1,
-            RunOutcome::SkippedOverlap => state.skipped += run.slots,
-            RunOutcome::Missed => state.missed += run.slots,
+            RunOutcome::SkippedOverlap | RunOutcome::SkippedPaused => state.skipped += run.slots,
+            RunOutcome::Missed | RunOutcome::Refused => state.missed += run.slots,
             RunOutcome::AlreadyFired => {}
         }
         if state.recent.len() >= RECENT_RUNS {

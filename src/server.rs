@@ -1,5 +1,6 @@
-//! Assembles and runs the server: the engine, JobService, grpc.health.v1, reflection (v1
-//! and v1alpha, for grpcurl 1.8), message size limits, and a bounded graceful shutdown.
+//! Assembles and runs the server: the engine, JobService, ScheduleService, WorkerService,
+//! grpc.health.v1, reflection (v1 and v1alpha, for grpcurl 1.8), message size limits, and
+//! a bounded graceful shutdown.
 //!
 //! Shutdown order: the signal stops new connections; the engine stops dispatching, lets
 //! running jobs finish within the grace period and cancels the rest; then open watch
@@ -21,6 +22,7 @@ use tonic::transport::Server;
 
 use crate::api::JobApi;
 use crate::api::echo::EchoApi;
+use crate::api::schedule::ScheduleApi;
 use crate::api::worker::WorkerApi;
 use crate::engine::{Engine, EngineConfig};
 use crate::jobs::files::FilesDir;
@@ -29,6 +31,7 @@ use crate::jobs::registry::JobKind;
 use crate::pb;
 use crate::pb::bench::bench_server::BenchServer;
 use crate::pb::job_service_server::JobServiceServer;
+use crate::pb::schedule_service_server::ScheduleServiceServer;
 use crate::pb::worker::worker_service_server::WorkerServiceServer;
 use crate::store::{MemoryStore, SqliteStore, Store, StoreError};
 pub use incoming::{ConnectionLimits, default_max_connections};
@@ -298,6 +301,10 @@ async fn serve_engine(
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<JobServiceServer<JobApi>>().await;
     let engine = api.engine().clone();
+    let schedules = ScheduleApi::new(engine.clone()).with_max_args_bytes(api.max_args_bytes());
+    let schedules = ScheduleServiceServer::new(schedules)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let jobs = JobServiceServer::new(api)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -329,12 +336,13 @@ async fn serve_engine(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(jobs)
+        .add_service(schedules)
         .add_service(workers)
         .add_optional_service(echo);
     let server =
         router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     tokio::pin!(server);
-    tracing::info!(%addr, data = %folders.data, files = %folders.files, "serving spindle.v1.JobService and spindle.worker.v1.WorkerService");
+    tracing::info!(%addr, data = %folders.data, files = %folders.files, "serving spindle.v1.JobService, spindle.v1.ScheduleService and spindle.worker.v1.WorkerService");
 
     tokio::select! {
         result = &mut server => {

@@ -214,7 +214,7 @@ fn retry_policy(r: pb::RetryPolicy, bad: &mut Vec<FieldViolation>) -> Option<Ret
     })
 }
 
-fn check_name(field: &str, name: &str, max: usize) -> Result<(), FieldViolation> {
+pub(crate) fn check_name(field: &str, name: &str, max: usize) -> Result<(), FieldViolation> {
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));

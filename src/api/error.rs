@@ -127,7 +127,22 @@ fn engine_status(e: EngineError) -> Status {
         EngineError::IdempotencyConflict { .. } => Status::already_exists(message),
         EngineError::CpuPool(_) => Status::internal(message),
         EngineError::InvalidSpec(violations) => {
-            bad_request(Code::InvalidArgument, message, &violations)
+            // The model names an interval's fields as it holds them; the request nests them.
+            let named: Vec<_> = violations
+                .into_iter()
+                .map(|v| match v.field.as_str() {
+                    "spec.every" | "spec.offset" => FieldViolation::new(
+                        v.field.replace("spec.", "spec.interval."),
+                        v.description,
+                    ),
+                    _ => v,
+                })
+                .collect();
+            let message = match named.as_slice() {
+                [one] => format!("{}: {}", one.field, one.description),
+                _ => message,
+            };
+            bad_request(Code::InvalidArgument, message, &named)
         }
         EngineError::Template(inner) => template_status(*inner, message),
         EngineError::ScheduleNotFound(_) => Status::not_found(message),

@@ -8,6 +8,7 @@ pub mod echo;
 pub mod error;
 pub mod fanout;
 pub mod reply;
+pub mod schedule;
 pub mod worker;
 
 use std::pin::Pin;
@@ -44,6 +45,11 @@ impl JobApi {
     /// The engine behind the API.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The largest args a Submit may carry.
+    pub fn max_args_bytes(&self) -> usize {
+        self.max_args_bytes
     }
 
     /// Sets the largest args a Submit may carry.

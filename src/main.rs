@@ -65,10 +65,10 @@ async fn run() -> ExitCode {
             return ExitCode::from(spindle::bench::probe::serve_echo(args.clone()).await);
         }
         Some(Command::Schedule(ref args)) => {
-            let code = match &args.command {
-                ScheduleCommand::Preview(preview) => schedule::preview(preview, cli.json),
-            };
-            return ExitCode::from(code);
+            if let ScheduleCommand::Preview(preview) = &args.command {
+                return ExitCode::from(schedule::preview(preview, cli.json));
+            }
+            return ExitCode::from(spindle::cli::run_client(cli).await);
         }
         Some(Command::BenchWorker(ref args)) => {
             return ExitCode::from(spindle::bench::worker::run_worker(args.clone()).await);

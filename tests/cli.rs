@@ -415,3 +415,118 @@ fn schedule_preview_prints_fire_times_and_names_bad_fields() {
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("spec.every"));
 }
+
+/// `spindle schedule` against a real server: create (with args, overlap and catch-up),
+/// list, get, pause with a note, resume, trigger, backfill, delete, and a bad cron refused
+/// naming its field.
+#[tokio::test(flavor = "multi_thread")]
+async fn schedule_commands_manage_a_schedule_on_the_server() {
+    let server = TestServer::start().await;
+    let url = url(&server);
+    let bad = spindle(
+        &url,
+        &[
+            "schedule",
+            "create",
+            "bad",
+            "demo.noop",
+            "--cron",
+            "61 * * * *",
+        ],
+    )
+    .await;
+    assert_eq!(bad.code, 3, "{}", bad.stderr);
+    assert!(bad.stderr.contains("spec.cron"), "{}", bad.stderr);
+    let create = [
+        "--json",
+        "schedule",
+        "create",
+        "nightly",
+        "demo.noop",
+        "--cron",
+        "0 3 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--overlap",
+        "buffer-one",
+        "--catchup-window",
+        "30m",
+        "--arg",
+        "payload=hello",
+    ];
+    let created = spindle(&url, &create).await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let created = &json_lines(&created.stdout)[0];
+    assert_eq!(created["overlap"], "buffer-one");
+    assert_eq!(created["catchup_window"], 1800.0);
+    assert_eq!(created["args"]["payload"], "hello");
+    assert_eq!(created["next_fires"].as_array().unwrap().len(), 10);
+
+    let listed = spindle(&url, &["schedule", "list"]).await;
+    assert!(
+        listed.stdout.contains("nightly")
+            && listed.stdout.contains("cron 0 3 * * * (Europe/Berlin)"),
+        "{}",
+        listed.stdout
+    );
+    let paused = spindle(
+        &url,
+        &[
+            "--json",
+            "schedule",
+            "pause",
+            "nightly",
+            "--note",
+            "migrating",
+        ],
+    )
+    .await;
+    let paused = &json_lines(&paused.stdout)[0];
+    assert_eq!(
+        (paused["paused"].as_bool(), paused["note"].as_str()),
+        (Some(true), Some("migrating"))
+    );
+    let got = spindle(&url, &["schedule", "get", "nightly"]).await;
+    assert!(got.stdout.contains("paused (migrating)"), "{}", got.stdout);
+    let resumed = spindle(&url, &["--json", "schedule", "resume", "nightly"]).await;
+    assert_eq!(json_lines(&resumed.stdout)[0]["paused"], false);
+
+    let triggered = spindle(&url, &["--json", "schedule", "trigger", "nightly"]).await;
+    assert_eq!(triggered.code, 0, "{}", triggered.stderr);
+    let job = &json_lines(&triggered.stdout)[0];
+    assert_eq!(job["schedule_id"], "nightly");
+    let backfill = [
+        "--json",
+        "schedule",
+        "backfill",
+        "nightly",
+        "--from",
+        "2026-01-01T00:00:00Z",
+        "--to",
+        "2026-01-03T12:00:00Z",
+    ];
+    let runs = json_lines(&spindle(&url, &backfill).await.stdout);
+    let slots: Vec<_> = runs
+        .iter()
+        .map(|r| r["slot"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        slots,
+        [
+            "2026-01-01T02:00:00Z",
+            "2026-01-02T02:00:00Z",
+            "2026-01-03T02:00:00Z"
+        ]
+    );
+    assert!(runs.iter().all(|r| r["outcome"] == "backfilled"));
+
+    let deleted = spindle(&url, &["schedule", "delete", "nightly"]).await;
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    let missing = spindle(&url, &["schedule", "get", "nightly"]).await;
+    assert_eq!(missing.code, 3);
+    assert!(
+        missing.stderr.contains("no schedule \"nightly\""),
+        "{}",
+        missing.stderr
+    );
+}

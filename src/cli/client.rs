@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use super::render;
-use super::{JobsArgs, StatusArgs, SubmitArgs};
+use super::{JobArgs, JobsArgs, StatusArgs, SubmitArgs};
 use crate::pb;
 use crate::pb::job_service_client::JobServiceClient;
 use crate::pb::json::json_to_struct;
@@ -20,6 +20,8 @@ pub type Client = JobServiceClient<Channel>;
 /// A connected server and the namespace the commands act in.
 pub struct Remote {
     pub client: Client,
+    /// The connection, for the other services' clients.
+    pub channel: Channel,
     /// The address as given, for messages.
     pub server: String,
     /// The namespace every request names (`--namespace`).
@@ -104,15 +106,17 @@ impl CliError {
 
 /// Connects to the server, to act in `namespace`.
 pub async fn connect(server: &str, namespace: &str) -> Result<Remote, CliError> {
+    let channel = connect_channel(server).await?;
     Ok(Remote {
-        client: connect_client(server).await?,
+        client: JobServiceClient::new(channel.clone()),
+        channel,
         server: server.to_string(),
         namespace: namespace.to_string(),
     })
 }
 
-/// Connects the generated client to the server: a URL, or `host:port` as grpcurl takes it.
-async fn connect_client(server: &str) -> Result<Client, CliError> {
+/// Connects to the server: a URL, or `host:port` as grpcurl takes it.
+async fn connect_channel(server: &str) -> Result<Channel, CliError> {
     let url = if server.contains("://") {
         server.to_string()
     } else {
@@ -144,7 +148,7 @@ async fn connect_client(server: &str) -> Result<Client, CliError> {
             },
         }
     })?;
-    Ok(JobServiceClient::new(channel))
+    Ok(channel)
 }
 
 /// The innermost cause of an error: transport errors wrap the same text several times.
@@ -192,24 +196,30 @@ pub fn build_args(
     Ok(args)
 }
 
-/// `spindle submit`: returns the new job.
-pub async fn submit(r: &mut Remote, a: &SubmitArgs) -> Result<pb::Job, CliError> {
+/// The SubmitRequest a job's flags describe (no namespace, delay or key yet).
+pub fn job_request(a: &JobArgs) -> Result<pb::SubmitRequest, CliError> {
     let args = build_args(a.args.as_deref(), &a.arg)?;
-    let duration = |d: Option<Duration>| d.and_then(|d| prost_types::Duration::try_from(d).ok());
-    let request = pb::SubmitRequest {
+    Ok(pb::SubmitRequest {
         kind: a.kind.clone(),
         args: Some(json_to_struct(&args)),
         queue: a.queue.clone().unwrap_or_default(),
         priority: a.priority,
-        delay: duration(a.delay),
-        timeout: duration(a.timeout),
-        idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
-        namespace: r.namespace.clone(),
+        timeout: a.timeout.and_then(|d| d.try_into().ok()),
         retry: a.max_attempts.map(|n| pb::RetryPolicy {
             max_attempts: n,
             ..Default::default()
         }),
         ..Default::default()
+    })
+}
+
+/// `spindle submit`: returns the new job.
+pub async fn submit(r: &mut Remote, a: &SubmitArgs) -> Result<pb::Job, CliError> {
+    let request = pb::SubmitRequest {
+        delay: a.delay.and_then(|d| d.try_into().ok()),
+        idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
+        namespace: r.namespace.clone(),
+        ..job_request(&a.job)?
     };
     let response =
         (r.client.submit(request).await).map_err(|s| CliError::rpc(s, &r.server, None))?;

@@ -13,7 +13,7 @@ macro_rules! out {
 
 pub mod bench;
 pub mod client;
-mod render;
+pub(crate) mod render;
 pub mod schedule;
 mod serve;
 pub mod watch;
@@ -76,7 +76,8 @@ pub enum Command {
     /// Show the server's counters: jobs queued, delayed and running now, jobs finished
     /// since it started, open watch streams.
     Stats,
-    /// Periodic jobs: `preview` prints a spec's next fire times.
+    /// Periodic jobs: create, list, get, pause, resume, trigger, backfill, delete, and
+    /// `preview` (a spec's next fire times, computed locally).
     Schedule(schedule::ScheduleArgs),
     /// Measure throughput and latency (workloads W1-W8) and print a table.
     Bench(bench::BenchArgs),
@@ -91,9 +92,10 @@ pub enum Command {
     BenchWorker(crate::bench::worker::WorkerArgs),
 }
 
-/// Flags of `spindle submit`.
+/// A job as the command line describes it: `spindle submit`'s and `spindle schedule
+/// create`'s shared flags.
 #[derive(Debug, Clone, Args)]
-pub struct SubmitArgs {
+pub struct JobArgs {
     /// The job kind (see `spindle kinds`).
     pub kind: String,
     /// One argument as KEY=VALUE; VALUE is read as JSON if it parses, else as a string.
@@ -108,15 +110,22 @@ pub struct SubmitArgs {
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
-    /// Run no earlier than this from now, e.g. 30s, 5m.
-    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
-    pub delay: Option<Duration>,
     /// Fail an attempt that runs longer than this.
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
     /// Attempts in all (1 = no retry); default: the kind's policy.
     #[arg(long)]
     pub max_attempts: Option<u32>,
+}
+
+/// Flags of `spindle submit`.
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Run no earlier than this from now, e.g. 30s, 5m.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    pub delay: Option<Duration>,
     /// Return the existing job if one was submitted with this key.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -208,8 +217,8 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
         | Command::Bench(_)
         | Command::BenchProbe(_)
         | Command::BenchEcho(_)
-        | Command::BenchWorker(_)
-        | Command::Schedule(_) => {}
+        | Command::BenchWorker(_) => {}
+        Command::Schedule(args) => return schedule::run(&mut c, &args.command, json).await,
         Command::Submit(args) => {
             let job = client::submit(&mut c, &args).await?;
             if json {

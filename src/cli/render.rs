@@ -36,12 +36,12 @@ fn error_kind(kind: i32) -> &'static str {
     }
 }
 
-fn time(ts: &Option<prost_types::Timestamp>) -> Value {
+pub(super) fn time(ts: &Option<prost_types::Timestamp>) -> Value {
     ts.as_ref().map_or(Value::Null, |t| json!(t.to_string()))
 }
 
 /// A duration as seconds (a number, so scripts need not parse units).
-fn duration(d: &prost_types::Duration) -> Value {
+pub(super) fn duration(d: &prost_types::Duration) -> Value {
     json!(d.seconds as f64 + f64::from(d.nanos) / 1e9)
 }
 
@@ -51,7 +51,7 @@ fn value(v: &Option<prost_types::Value>) -> Value {
     })
 }
 
-fn object(s: &Option<prost_types::Struct>) -> Value {
+pub(super) fn object(s: &Option<prost_types::Struct>) -> Value {
     s.clone().map_or(Value::Null, |s| {
         Value::Object(struct_to_json(s, "args").unwrap_or_default())
     })
@@ -104,6 +104,8 @@ pub fn job_json(job: &pb::Job) -> Value {
             "jitter": r.jitter,
         })),
         "expires_at": time(&job.expires_at),
+        "schedule_id": job.schedule_id,
+        "schedule_slot": time(&job.schedule_slot),
     })
 }
 
@@ -172,6 +174,9 @@ pub fn job_text(job: &pb::Job) -> String {
         format!("attempt:   {}", job.attempt),
         format!("queue:     {} (priority {})", job.queue, job.priority),
     ];
+    if !job.schedule_id.is_empty() {
+        lines.push(format!("schedule:  {}", job.schedule_id));
+    }
     if let Some(p) = &job.progress {
         lines.push(format!("progress:  {}", progress_text(p)));
     }
@@ -186,6 +191,7 @@ pub fn job_text(job: &pb::Job) -> String {
         ("started:", &job.started_at),
         ("finished:", &job.finished_at),
         ("run at:", &job.run_at),
+        ("slot:", &job.schedule_slot),
     ] {
         if let Some(ts) = ts {
             lines.push(format!("{label:<10} {ts}"));

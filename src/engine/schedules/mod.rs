@@ -1,6 +1,7 @@
 //! Schedules: periodic jobs the engine fires itself, stored with the jobs. This module is
 //! what clients ask of them (create, read, change, pause, trigger, backfill, delete);
-//! `fire.rs` is the loop that fires them; `table.rs` keeps them in memory with their next
+//! `fire.rs` is the loop that fires them; `manual.rs` fires them on request (trigger,
+//! backfill); `table.rs` keeps them in memory with their next
 //! fire times; `lag.rs` measures how late fires land.
 //!
 //! Every change is a [`ScheduleWrite`](crate::store::ScheduleWrite) at the version the
@@ -10,6 +11,7 @@
 
 mod fire;
 pub mod lag;
+mod manual;
 mod table;
 
 use std::time::{Duration, SystemTime};
@@ -19,11 +21,10 @@ use table::spec_of;
 pub(super) use table::{Key, Table};
 
 use super::{Engine, EngineError};
-use crate::model::job::{EventData, Job, JobSpec};
+use crate::model::job::JobSpec;
 use crate::model::schedule::{
     OverlapPolicy, Run, RunOutcome, Schedule, ScheduleState, Spec, SpecInput, StoredSpec,
 };
-use crate::model::violation::FieldViolation;
 use crate::store::{Expect, ScheduleWritten};
 
 /// The most slots one Backfill may fire.
@@ -211,124 +212,6 @@ impl Engine {
         }
         table.remove(&(namespace.to_string(), id.to_string()));
         Ok(())
-    }
-
-    /// Fires the template now, outside the spec. The overlap policy applies: with SKIP or
-    /// BUFFER_ONE and the previous job still running, nothing fires and the call is
-    /// refused; CANCEL_OTHER cancels it first.
-    pub async fn trigger_schedule(&self, namespace: &str, id: &str) -> Result<Job, EngineError> {
-        let key = (namespace.to_string(), id.to_string());
-        let mut table = self.shared.schedules.lock().await;
-        let entry = table
-            .get(&key)
-            .ok_or_else(|| EngineError::ScheduleNotFound(id.to_string()))?;
-        let schedule = entry.schedule.clone();
-        if let Some(running) = self.still_running(&schedule) {
-            match schedule.overlap {
-                OverlapPolicy::AllowAll => {}
-                OverlapPolicy::CancelOther => drop(self.cancel(namespace, running).await),
-                OverlapPolicy::Skip | OverlapPolicy::BufferOne => {
-                    return Err(EngineError::ScheduleOverlap {
-                        id: id.to_string(),
-                        running,
-                    });
-                }
-            }
-        }
-        let now = self.now();
-        let slot = crate::model::job::whole_millis(now);
-        let mut plan = Planned::new(schedule);
-        self.fire_into(&mut plan, slot, RunOutcome::Triggered, now)
-            .await?;
-        if plan.write.jobs.is_empty() {
-            let why = plan
-                .write
-                .schedule
-                .state
-                .recent
-                .last()
-                .map(|r| r.error.clone());
-            return Err(EngineError::Busy(why.unwrap_or_default()));
-        }
-        let mut written = self.commit(&mut table, vec![plan]).await?;
-        (written.pop().and_then(|mut jobs| jobs.pop()))
-            .map(|submitted| submitted.job)
-            .ok_or_else(|| {
-                EngineError::Busy("the schedule changed meanwhile; nothing fired, retry".into())
-            })
-    }
-
-    /// Fires each slot of the spec in [start, end] (a past range), once: a slot that
-    /// fired before keeps its job. The overlap policy does not apply, and backfilled jobs
-    /// do not become the schedule's running job.
-    pub async fn backfill_schedule(
-        &self,
-        namespace: &str,
-        id: &str,
-        start: SystemTime,
-        end: SystemTime,
-    ) -> Result<Vec<Run>, EngineError> {
-        let now = self.now();
-        if end > now || end < start {
-            return Err(EngineError::OutOfRange(FieldViolation::new(
-                "end",
-                "must be in the past and not before start",
-            )));
-        }
-        let key = (namespace.to_string(), id.to_string());
-        let mut table = self.shared.schedules.lock().await;
-        let entry = table
-            .get(&key)
-            .ok_or_else(|| EngineError::ScheduleNotFound(id.to_string()))?;
-        let from = start.checked_sub(Duration::from_nanos(1)).unwrap_or(start);
-        let slots: Vec<_> = (entry.spec.next_n(from, MAX_BACKFILL + 1).into_iter())
-            .filter(|slot| *slot <= end)
-            .collect();
-        if slots.len() > MAX_BACKFILL {
-            return Err(EngineError::OutOfRange(FieldViolation::new(
-                "end",
-                format!("the range holds more than {MAX_BACKFILL} slots; backfill it in parts"),
-            )));
-        }
-        let mut plan = Planned::new(entry.schedule.clone());
-        for slot in &slots {
-            let job = (self.slot_job(&plan.write.schedule, *slot).await)
-                .map_err(|e| EngineError::Template(Box::new(e)))?;
-            let events = vec![EventData::state_of(&job)];
-            plan.write.jobs.push((job, events));
-            plan.fire_times.push(None);
-        }
-        let submitted = self
-            .commit(&mut table, vec![plan])
-            .await?
-            .pop()
-            .unwrap_or_default();
-        if submitted.len() != slots.len() {
-            return Err(EngineError::Busy(
-                "the schedule changed meanwhile; nothing was backfilled, retry".into(),
-            ));
-        }
-        let runs: Vec<Run> = (slots.iter().zip(&submitted))
-            .map(|(slot, s)| {
-                let outcome = if s.existing {
-                    RunOutcome::AlreadyFired
-                } else {
-                    RunOutcome::Backfilled
-                };
-                Run::new(*slot, outcome, Some(s.job.id), now)
-            })
-            .collect();
-        // The runs are recorded in a second write: the jobs above are what must be exact.
-        if let Some(entry) = table.get(&key) {
-            let mut plan = Planned::new(entry.schedule.clone());
-            for run in &runs {
-                plan.write.schedule.record(run.clone());
-            }
-            if let Err(e) = self.commit(&mut table, vec![plan]).await {
-                tracing::warn!(schedule = %id, error = %e, "could not record a backfill's runs");
-            }
-        }
-        Ok(runs)
     }
 
     /// Applies `change` to the current record, at `expected` if given, and stores it.

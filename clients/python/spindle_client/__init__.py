@@ -25,6 +25,7 @@ from .errors import (
     Unavailable,
 )
 from .models import ArgField, Event, Job, JobError, Kind, Progress, Submitted
+from .schedules import Schedule, ScheduleRun
 from .worker import JobCancelled, JobContext, PermanentError, Worker
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "PermanentError",
     "PermissionDenied",
     "Progress",
+    "Schedule",
+    "ScheduleRun",
     "SpindleError",
     "Submitted",
     "Unavailable",

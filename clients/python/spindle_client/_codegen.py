@@ -1,4 +1,4 @@
-"""Generates the grpcio stubs for spindle/v1/spindle.proto and the worker protocol
+"""Generates the grpcio stubs for spindle/v1/spindle.proto, spindle/v1/schedule.proto and the worker protocol
 spindle/worker/v1/worker.proto with grpcio-tools.
 
 The stubs are not committed: setup.py calls this at install time, and the package calls
@@ -12,7 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-PROTOS = ("spindle/v1/spindle.proto", "spindle/worker/v1/worker.proto")
+PROTOS = (
+    "spindle/v1/spindle.proto",
+    "spindle/v1/schedule.proto",
+    "spindle/worker/v1/worker.proto",
+)
 
 
 def default_proto_dir() -> Path:

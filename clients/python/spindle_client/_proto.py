@@ -18,9 +18,11 @@ if _codegen.is_stale(_GENERATED):
 if str(_GENERATED) not in sys.path:
     sys.path.insert(0, str(_GENERATED))
 
+from spindle.v1 import schedule_pb2 as spb  # noqa: E402
+from spindle.v1 import schedule_pb2_grpc as spb_grpc  # noqa: E402
 from spindle.v1 import spindle_pb2 as pb  # noqa: E402
 from spindle.v1 import spindle_pb2_grpc as pb_grpc  # noqa: E402
 from spindle.worker.v1 import worker_pb2 as wpb  # noqa: E402
 from spindle.worker.v1 import worker_pb2_grpc as wpb_grpc  # noqa: E402
 
-__all__ = ["pb", "pb_grpc", "wpb", "wpb_grpc"]
+__all__ = ["pb", "pb_grpc", "spb", "spb_grpc", "wpb", "wpb_grpc"]

@@ -21,7 +21,8 @@ from typing import Any, AsyncIterator, Iterable, Mapping, Optional
 
 import grpc
 
-from ._proto import pb, pb_grpc
+from . import schedules as _sched
+from ._proto import pb, pb_grpc, spb_grpc
 from .client import (
     _RETRYABLE,
     DEFAULT_TARGET,
@@ -48,6 +49,7 @@ class AsyncClient:
         self.namespace = namespace
         self._channel = grpc.aio.insecure_channel(_target(server))
         self._stub = pb_grpc.JobServiceStub(self._channel)
+        self._schedules = spb_grpc.ScheduleServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -58,11 +60,15 @@ class AsyncClient:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    async def _call(self, method: str, request, timeout: Optional[float] = None):
+    async def _call(self, method: str, request, timeout: Optional[float] = None, stub=None):
         try:
-            return await getattr(self._stub, method)(request, timeout=timeout or self.timeout)
+            call = getattr(stub or self._stub, method)
+            return await call(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
+
+    async def _schedule_call(self, method: str, request):
+        return await self._call(method, request, stub=self._schedules)
 
     async def submit(
         self,
@@ -137,6 +143,7 @@ class AsyncClient:
         labels: Optional[Mapping[str, str]] = None,
         limit: int = 50,
         basic: bool = False,
+        schedule_id: str = "",
     ) -> list[Job]:
         """Up to `limit` jobs matching every filter, newest first (follows pages)."""
         found: list[Job] = []
@@ -145,6 +152,7 @@ class AsyncClient:
             request = _list_request(
                 self.namespace, state, kind, queue, labels, min(1000, limit - len(found)), token, basic
             )
+            request.schedule_id = schedule_id
             page = await self._call("ListJobs", request)
             found += [Job.from_pb(job) for job in page.jobs]
             token = page.next_page_token
@@ -156,6 +164,57 @@ class AsyncClient:
         """Every job kind the server runs, with its pool and arguments."""
         answer = await self._call("ListKinds", pb.ListKindsRequest(namespace=self.namespace))
         return [Kind.from_pb(k) for k in answer.kinds]
+
+    async def create_schedule(
+        self, schedule_id: str, kind: str, args: Optional[Mapping[str, Any]] = None, **options: Any
+    ) -> _sched.Schedule:
+        """As `Client.create_schedule`."""
+        request = _sched.create_request(self.namespace, schedule_id, kind, args, dict(options))
+        return _sched.Schedule.from_pb(await self._schedule_call("CreateSchedule", request))
+
+    async def get_schedule(self, schedule_id: str) -> _sched.Schedule:
+        request = _sched.spb.GetScheduleRequest(namespace=self.namespace, id=schedule_id)
+        return _sched.Schedule.from_pb(await self._schedule_call("GetSchedule", request))
+
+    async def list_schedules(self) -> list[_sched.Schedule]:
+        found, token = [], ""
+        while True:
+            request = _sched.spb.ListSchedulesRequest(
+                namespace=self.namespace, page_size=1000, page_token=token
+            )
+            page = await self._schedule_call("ListSchedules", request)
+            found += [_sched.Schedule.from_pb(s) for s in page.schedules]
+            token = page.next_page_token
+            if not token:
+                return found
+
+    async def update_schedule(
+        self, schedule_id: str, kind: str, args: Optional[Mapping[str, Any]] = None, **options: Any
+    ) -> _sched.Schedule:
+        """As `Client.update_schedule`."""
+        request = _sched.update_request(self.namespace, schedule_id, kind, args, dict(options))
+        return _sched.Schedule.from_pb(await self._schedule_call("UpdateSchedule", request))
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        request = _sched.spb.ScheduleRef(namespace=self.namespace, id=schedule_id)
+        await self._schedule_call("DeleteSchedule", request)
+
+    async def pause_schedule(self, schedule_id: str, note: str = "") -> _sched.Schedule:
+        request = _sched.spb.PauseScheduleRequest(namespace=self.namespace, id=schedule_id, note=note)
+        return _sched.Schedule.from_pb(await self._schedule_call("PauseSchedule", request))
+
+    async def resume_schedule(self, schedule_id: str) -> _sched.Schedule:
+        request = _sched.spb.ScheduleRef(namespace=self.namespace, id=schedule_id)
+        return _sched.Schedule.from_pb(await self._schedule_call("ResumeSchedule", request))
+
+    async def trigger_schedule(self, schedule_id: str) -> Job:
+        request = _sched.spb.ScheduleRef(namespace=self.namespace, id=schedule_id)
+        return Job.from_pb(await self._schedule_call("TriggerSchedule", request))
+
+    async def backfill_schedule(self, schedule_id: str, start: datetime, end: datetime) -> list:
+        request = _sched.backfill_request(self.namespace, schedule_id, start, end)
+        answer = await self._schedule_call("BackfillSchedule", request)
+        return [_sched.ScheduleRun.from_pb(r) for r in answer.runs]
 
     async def stats(self):
         """The namespace's counters (the `spindle.v1.Stats` message), as `Client.stats`."""

@@ -13,7 +13,8 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
-from ._proto import pb, pb_grpc
+from . import schedules as _sched
+from ._proto import pb, pb_grpc, spb_grpc
 from .errors import SpindleError, Unavailable, from_rpc_error, from_status
 from .models import Event, Job, Kind, Submitted, state_name, state_value
 
@@ -65,6 +66,7 @@ class Client:
         self.namespace = namespace
         self._channel = grpc.insecure_channel(_target(server))
         self._stub = pb_grpc.JobServiceStub(self._channel)
+        self._schedules = spb_grpc.ScheduleServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -75,11 +77,14 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, method: str, request, timeout: Optional[float] = None):
+    def _call(self, method: str, request, timeout: Optional[float] = None, stub=None):
         try:
-            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
+            return getattr(stub or self._stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
+
+    def _schedule_call(self, method: str, request):
+        return self._call(method, request, stub=self._schedules)
 
     def submit(
         self,
@@ -164,10 +169,12 @@ class Client:
         labels: Optional[Mapping[str, str]] = None,
         limit: int = 50,
         basic: bool = False,
+        schedule_id: str = "",
     ) -> list[Job]:
         """Up to `limit` jobs matching every filter, newest first (follows pages).
 
         `basic=True` leaves each job's args and result out: cheap when they are large.
+        `schedule_id` keeps the jobs that schedule fired.
         """
         found: list[Job] = []
         token = ""
@@ -175,6 +182,7 @@ class Client:
             request = _list_request(
                 self.namespace, state, kind, queue, labels, min(1000, limit - len(found)), token, basic
             )
+            request.schedule_id = schedule_id
             page = self._call("ListJobs", request)
             found += [Job.from_pb(job) for job in page.jobs]
             token = page.next_page_token
@@ -186,6 +194,75 @@ class Client:
         """Every job kind the server runs, with its pool and arguments."""
         request = pb.ListKindsRequest(namespace=self.namespace)
         return [Kind.from_pb(k) for k in self._call("ListKinds", request).kinds]
+
+    def create_schedule(
+        self, schedule_id: str, kind: str, args: Optional[Mapping[str, Any]] = None, **options: Any
+    ) -> _sched.Schedule:
+        """Creates a schedule that submits `kind` with `args` at every slot of its spec.
+
+        The spec: exactly one of `cron="0 3 * * *"`, `every=90` (seconds or a timedelta,
+        with an optional `offset=`) or `at=datetime`; `timezone="Europe/Berlin"` (default
+        UTC), optional `start=`, `end=`, `jitter=`. Policies: `overlap=` "skip" (default),
+        "buffer_one", "allow_all" or "cancel_other"; `catchup_window=` (default 1 h). The
+        job: Submit's `queue=`, `priority=`, `labels=`, `timeout=`, `max_attempts=`,
+        `retention=`. Also `paused=True` with a `note=`. A retry with the same
+        `request_id=` returns the schedule instead of AlreadyExists.
+        """
+        request = _sched.create_request(self.namespace, schedule_id, kind, args, dict(options))
+        return _sched.Schedule.from_pb(self._schedule_call("CreateSchedule", request))
+
+    def get_schedule(self, schedule_id: str) -> _sched.Schedule:
+        """The schedule, with its last 10 runs and next 10 fire times."""
+        request = _sched.spb.GetScheduleRequest(namespace=self.namespace, id=schedule_id)
+        return _sched.Schedule.from_pb(self._schedule_call("GetSchedule", request))
+
+    def list_schedules(self) -> list[_sched.Schedule]:
+        """Every schedule of the namespace, in id order (follows pages)."""
+        found, token = [], ""
+        while True:
+            request = _sched.spb.ListSchedulesRequest(
+                namespace=self.namespace, page_size=1000, page_token=token
+            )
+            page = self._schedule_call("ListSchedules", request)
+            found += [_sched.Schedule.from_pb(s) for s in page.schedules]
+            token = page.next_page_token
+            if not token:
+                return found
+
+    def update_schedule(
+        self, schedule_id: str, kind: str, args: Optional[Mapping[str, Any]] = None, **options: Any
+    ) -> _sched.Schedule:
+        """Replaces spec, job and policies (the same arguments as `create_schedule`).
+        With `conflict_token=` (from the schedule you read), a change made meanwhile
+        raises FailedPrecondition instead of being overwritten."""
+        request = _sched.update_request(self.namespace, schedule_id, kind, args, dict(options))
+        return _sched.Schedule.from_pb(self._schedule_call("UpdateSchedule", request))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Deletes the schedule; the jobs it fired stay."""
+        self._schedule_call("DeleteSchedule", _sched.spb.ScheduleRef(namespace=self.namespace, id=schedule_id))
+
+    def pause_schedule(self, schedule_id: str, note: str = "") -> _sched.Schedule:
+        """Stops the schedule firing until `resume_schedule`."""
+        request = _sched.spb.PauseScheduleRequest(namespace=self.namespace, id=schedule_id, note=note)
+        return _sched.Schedule.from_pb(self._schedule_call("PauseSchedule", request))
+
+    def resume_schedule(self, schedule_id: str) -> _sched.Schedule:
+        """Resumes it; the slots that came while paused are counted skipped, not fired."""
+        request = _sched.spb.ScheduleRef(namespace=self.namespace, id=schedule_id)
+        return _sched.Schedule.from_pb(self._schedule_call("ResumeSchedule", request))
+
+    def trigger_schedule(self, schedule_id: str) -> Job:
+        """Fires the schedule's job now (its overlap policy applies) and returns it."""
+        request = _sched.spb.ScheduleRef(namespace=self.namespace, id=schedule_id)
+        return Job.from_pb(self._schedule_call("TriggerSchedule", request))
+
+    def backfill_schedule(self, schedule_id: str, start: datetime, end: datetime) -> list:
+        """Fires each slot in [start, end] (a past range) that has not fired; returns one
+        `ScheduleRun` per slot ("backfilled", or "already_fired" with the earlier job)."""
+        request = _sched.backfill_request(self.namespace, schedule_id, start, end)
+        answer = self._schedule_call("BackfillSchedule", request)
+        return [_sched.ScheduleRun.from_pb(r) for r in answer.runs]
 
     def stats(self):
         """The namespace's counters (the `spindle.v1.Stats` message): queued, delayed and

@@ -117,6 +117,8 @@ class Job:
     cancel_requested: bool
     namespace: str = "default"
     existing: bool = False
+    schedule_id: str = ""
+    schedule_slot: Optional[datetime] = None
     raw: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -147,6 +149,8 @@ class Job:
             cancel_requested=msg.cancel_requested,
             namespace=msg.namespace or "default",
             existing=existing,
+            schedule_id=msg.schedule_id,
+            schedule_slot=_time(msg, "schedule_slot"),
             raw=msg,
         )
 

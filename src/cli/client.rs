@@ -270,6 +270,7 @@ pub async fn jobs(r: &mut Remote, a: &JobsArgs) -> Result<Vec<pb::Job>, CliError
             state: state as i32,
             kind: a.kind.clone().unwrap_or_default(),
             queue: a.queue.clone().unwrap_or_default(),
+            schedule_id: a.schedule.clone().unwrap_or_default(),
             page_size: a.limit - jobs.len() as u32,
             page_token,
             namespace: r.namespace.clone(),

@@ -175,6 +175,9 @@ pub struct JobsArgs {
     /// Only jobs in this queue.
     #[arg(long)]
     pub queue: Option<String>,
+    /// Only jobs this schedule fired.
+    #[arg(long)]
+    pub schedule: Option<String>,
     /// How many, newest first.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,

@@ -364,12 +364,20 @@ pub fn stats_json(stats: &pb::Stats) -> Value {
         "cancelled_total": stats.cancelled_total,
         "watchers": stats.watchers,
         "up_since": stats.started_at.map(|t| t.to_string()),
+        "schedules": stats.schedules,
+        "schedule_fires": stats.schedule_fires,
+        "fire_lag_p50": stats.fire_lag_p50.map(|d| duration(&d)),
+        "fire_lag_p99": stats.fire_lag_p99.map(|d| duration(&d)),
+        "fire_lag_max": stats.fire_lag_max.map(|d| duration(&d)),
     })
 }
 
 /// The server's counters, a line each.
 pub fn stats_text(stats: &pb::Stats) -> String {
-    format!(
+    let ms = |d: &Option<prost_types::Duration>| {
+        d.map_or(0.0, |d| d.seconds as f64 * 1e3 + f64::from(d.nanos) / 1e6)
+    };
+    let mut text = format!(
         "now:    {} queued, {} delayed, {} running, {} watching\n\
          since:  {} ago: {} submitted, {} succeeded, {} failed, {} cancelled",
         stats.queued,
@@ -381,7 +389,18 @@ pub fn stats_text(stats: &pb::Stats) -> String {
         stats.succeeded_total,
         stats.failed_total,
         stats.cancelled_total,
-    )
+    );
+    if stats.schedules > 0 || stats.schedule_fires > 0 {
+        text.push_str(&format!(
+            "\nschedules: {} ({} fires; lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)",
+            stats.schedules,
+            stats.schedule_fires,
+            ms(&stats.fire_lag_p50),
+            ms(&stats.fire_lag_p99),
+            ms(&stats.fire_lag_max),
+        ));
+    }
+    text
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `spindle bench`: the benchmark harness. It runs the workloads W1-W8 against a server
+//! `spindle bench`: the benchmark harness. It runs the workloads W1-W9 against a server
 //! it starts in this process (memory and durable SQLite stores, a fresh one per workload
 //! and run) or against a server at a URL, repeats each run, and reports every figure's
 //! median, min and max as a table, JSON and markdown (BENCHMARKS.md).
@@ -9,6 +9,7 @@
 //! - [`pressure`]: W6 API latency under a saturated CPU pool, W7 a deep queue.
 //! - [`remote`]: W8, remote jobs end to end through worker processes ([`worker`]: the
 //!   minimal Rust one).
+//! - [`schedules`]: W9, 10,000 schedules firing every second: fire lag, CPU, memory.
 //! - [`target`], [`load`]: the server under test and the client side; [`probe`]: W6's
 //!   client and bare echo limit, each a process of its own.
 //! - [`report`]: the results and their formats.
@@ -19,6 +20,7 @@ pub mod probe;
 pub mod progress;
 pub mod remote;
 pub mod report;
+pub mod schedules;
 pub mod target;
 pub mod worker;
 pub mod workloads;
@@ -43,6 +45,11 @@ pub struct Sizes {
     pub w7_depth: usize,
     pub w7_jobs: usize,
     pub w8_jobs: usize,
+    pub w9_schedules: usize,
+    /// How long before their first slot W9's schedules are created.
+    pub w9_lead: std::time::Duration,
+    /// How many seconds of fires W9 measures.
+    pub w9_seconds: u64,
 }
 
 impl Sizes {
@@ -60,6 +67,9 @@ impl Sizes {
             w7_depth: 1_000_000,
             w7_jobs: 20_000,
             w8_jobs: 20_000,
+            w9_schedules: 10_000,
+            w9_lead: std::time::Duration::from_secs(20),
+            w9_seconds: 20,
         }
     }
 
@@ -77,12 +87,15 @@ impl Sizes {
             w7_depth: 5000,
             w7_jobs: 300,
             w8_jobs: 1000,
+            w9_schedules: 200,
+            w9_lead: std::time::Duration::from_secs(3),
+            w9_seconds: 3,
         }
     }
 }
 
 /// The workloads by name, in order.
-pub const WORKLOADS: [&str; 7] = ["W1", "W2", "W3", "W4", "W6", "W7", "W8"];
+pub const WORKLOADS: [&str; 8] = ["W1", "W2", "W3", "W4", "W6", "W7", "W8", "W9"];
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -107,6 +120,7 @@ async fn run_once(workload: &str, target: &Target, sizes: &Sizes) -> Result<Vec<
         "W6" => pressure::w6(target, sizes).await,
         "W7" => pressure::w7(target, sizes).await,
         "W8" => remote::w8(target, sizes).await,
+        "W9" => schedules::w9(target, sizes).await,
         other => Err(format!("no workload {other}")),
     }
 }

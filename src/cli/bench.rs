@@ -23,7 +23,7 @@ pub struct BenchArgs {
     /// Small sizes and one run: a few seconds per workload, for CI.
     #[arg(long)]
     pub smoke: bool,
-    /// Only these workloads (comma-separated: W1,W2,W3,W4,W6,W7,W8; W5 runs with W1).
+    /// Only these workloads (comma-separated: W1,W2,W3,W4,W6,W7,W8,W9; W5 runs with W1).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// The client concurrencies W1 and W5 run at (comma-separated; default 1,16,256, or

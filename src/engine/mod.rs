@@ -316,21 +316,33 @@ impl Engine {
     /// Puts a waiting job where it belongs: a ready queue (QUEUED) or the delay set. A
     /// kind not built in is a remote one: its jobs wait for a worker.
     fn enqueue(&self, job: Job) {
+        let woken = self.place(&mut self.lock(), job);
+        self.wake(woken);
+    }
+
+    /// [`enqueue`](Self::enqueue)'s placing, under a lock the caller holds; says whom to
+    /// wake: a pool's taker (its index) or, for a delayed job, the scheduler (`None`).
+    fn place(&self, state: &mut State, job: Job) -> Option<usize> {
         let pool = self
             .shared
             .registry
             .get(&job.spec.kind)
             .map_or(Pool::Remote, |k| k.pool());
-        let mut state = self.lock();
         if job.state == JobState::Queued {
             state.ready[pool_index(pool)].push(job);
-            drop(state);
-            self.wake_pool(pool_index(pool));
+            Some(pool_index(pool))
         } else {
             let due = job.run_at.unwrap_or(SystemTime::UNIX_EPOCH);
             state.delayed.push(job.id, due, &job.spec.namespace);
-            drop(state);
-            self.shared.scheduler_wake.notify_one();
+            None
+        }
+    }
+
+    /// Wakes whom [`place`](Self::place) said to.
+    fn wake(&self, woken: Option<usize>) {
+        match woken {
+            Some(index) => self.wake_pool(index),
+            None => self.shared.scheduler_wake.notify_one(),
         }
     }
 

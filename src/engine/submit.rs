@@ -156,6 +156,42 @@ impl Engine {
         }
     }
 
+    /// Queues many newly stored jobs (each with the seq its log ends at) under one lock:
+    /// what [`accept`](Self::accept) does for one, for a batch of schedule fires.
+    pub(super) fn accept_stored(&self, jobs: Vec<(Job, u64)>, at: SystemTime) {
+        let mut woken = std::collections::BTreeSet::new();
+        let mut watched = Vec::new();
+        let mut namespaces: Vec<(String, u64)> = Vec::new();
+        {
+            let mut state = self.lock();
+            for (mut job, seq) in jobs {
+                job.last_seq = seq;
+                match state.live.get_mut(&job.id) {
+                    Some(super::live::Live::Unwatched(last)) => *last = seq,
+                    Some(super::live::Live::Watched(_)) => {
+                        watched.push((job.id, EventData::state_of(&job), seq));
+                    }
+                    None => {}
+                }
+                match namespaces
+                    .iter_mut()
+                    .find(|(ns, _)| *ns == job.spec.namespace)
+                {
+                    Some((_, n)) => *n += 1,
+                    None => namespaces.push((job.spec.namespace.clone(), 1)),
+                }
+                woken.insert(self.place(&mut state, job));
+            }
+        }
+        for (id, event, seq) in watched {
+            self.publish(id, &[event], seq, at);
+        }
+        for (namespace, n) in namespaces {
+            (0..n).for_each(|_| self.shared.totals.submitted(&namespace));
+        }
+        woken.into_iter().for_each(|w| self.wake(w));
+    }
+
     /// Cancels a job: a waiting one at once; a running one by its token, waiting up to
     /// [`CANCEL_WAIT`] for the handler to stop. Returns the job as it then is. A cancel
     /// that cannot be stored changes nothing: the job waits where it was, and the error

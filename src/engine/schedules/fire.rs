@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
-use super::table::{Entry, Key, Table};
+use std::collections::HashSet;
+
+use super::table::{Entry, Handle, Key, Table};
 use crate::engine::{Engine, EngineError, Submitted};
 use crate::model::job::{EventData, Job, JobId, ScheduleSlot};
 use crate::model::schedule::{OverlapPolicy, Run, RunOutcome, Schedule, slot_key};
@@ -24,6 +26,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// A schedule's write, and for each of its jobs, the outcome it records.
 pub(super) struct Planned {
     pub write: ScheduleWrite,
+    /// The schedule's table handle, when the write only advances its state (its spec
+    /// unchanged).
+    pub handle: Option<Handle>,
     /// Fire times of the jobs that are due slots (for the fire lag); `None` for triggers
     /// and backfills.
     pub fire_times: Vec<Option<SystemTime>>,
@@ -61,21 +66,26 @@ impl Engine {
         let now = self.now();
         let mut table = self.shared.schedules.lock().await;
         loop {
-            let keys = table.due(now, FIRE_BATCH);
-            if keys.is_empty() {
+            let handles = table.due(now, FIRE_BATCH);
+            if handles.is_empty() {
                 return;
             }
-            let mut planned = Vec::with_capacity(keys.len());
-            for key in keys {
-                let Some(entry) = table.get(&key) else {
+            let running = self.unfinished_of(handles.iter().filter_map(|h| table.at(*h)));
+            let mut planned = Vec::with_capacity(handles.len());
+            for handle in handles {
+                let Some(entry) = table.at(handle) else {
                     continue;
                 };
-                match self.plan_due(entry, now).await {
-                    Ok(Some(plan)) => planned.push(plan),
+                let running = (entry.schedule.state.running_job).filter(|j| running.contains(j));
+                match self.plan_due(entry, running, now).await {
+                    Ok(Some(mut plan)) => {
+                        plan.handle = Some(handle);
+                        planned.push(plan);
+                    }
                     // Nothing due after all: time it again from its record.
                     Ok(None) => {
                         let schedule = entry.schedule.clone();
-                        table.update(schedule);
+                        table.advance(handle, schedule);
                     }
                     Err(_) => return, // shutting down
                 }
@@ -83,6 +93,18 @@ impl Engine {
             // A failed write has been logged and its schedules put off; nothing to add.
             let _ = self.commit(&mut table, planned).await;
         }
+    }
+
+    /// Which of these schedules' latest jobs have not finished: one look under the
+    /// engine's lock for a whole batch.
+    fn unfinished_of<'a>(&self, entries: impl Iterator<Item = &'a Entry>) -> HashSet<JobId> {
+        let jobs: Vec<JobId> = entries
+            .filter_map(|e| e.schedule.state.running_job)
+            .collect();
+        let state = self.lock();
+        jobs.into_iter()
+            .filter(|j| state.live.contains_key(j))
+            .collect()
     }
 
     /// Fires the buffered slot of each schedule whose job just ended.
@@ -118,10 +140,11 @@ impl Engine {
 
     /// What a due schedule does at `now`: the catch-up rule picks the slot to fire (if
     /// any) and counts the missed ones, then the overlap policy decides. `None` if no slot
-    /// is due after all.
+    /// is due after all. `running` is the schedule's latest job if it has not finished.
     async fn plan_due(
         &self,
         entry: &Entry,
+        running: Option<JobId>,
         now: SystemTime,
     ) -> Result<Option<Planned>, EngineError> {
         let schedule = &entry.schedule;
@@ -142,7 +165,6 @@ impl Engine {
         let Some(slot) = due.fire else {
             return Ok(Some(plan));
         };
-        let running = self.still_running(&plan.write.schedule);
         let state = &mut plan.write.schedule.state;
         let fire = match (plan.write.schedule.overlap, running) {
             (_, None) | (OverlapPolicy::AllowAll, _) => true,
@@ -256,8 +278,9 @@ impl Engine {
         if planned.is_empty() {
             return Ok(Vec::new());
         }
-        let (writes, fire_times): (Vec<_>, Vec<_>) =
-            planned.into_iter().map(|p| (p.write, p.fire_times)).unzip();
+        let (writes, rest): (Vec<_>, Vec<_>) = (planned.into_iter())
+            .map(|p| (p.write, (p.fire_times, p.handle)))
+            .unzip();
         for (job, _) in writes.iter().flat_map(|w| &w.jobs) {
             self.go_live(job.id, 0);
         }
@@ -269,53 +292,78 @@ impl Engine {
                 for write in &writes {
                     self.forget(&write.jobs);
                     let key = (write.schedule.namespace.clone(), write.schedule.id.clone());
-                    table.defer(&key, now + RETRY_AFTER);
+                    if let Some(handle) = table.handle(&key) {
+                        table.defer(handle, now + RETRY_AFTER);
+                    }
                 }
                 return Err(e.into());
             }
         };
         let mut results = Vec::with_capacity(writes.len());
-        for ((write, answer), fire_times) in writes.into_iter().zip(answers).zip(fire_times) {
-            results.push(self.settle_write(table, write, answer, fire_times));
+        let mut created = Vec::new();
+        let mut lags = Vec::new();
+        for ((write, answer), (fire_times, handle)) in writes.into_iter().zip(answers).zip(rest) {
+            let before = created.len();
+            results.push(self.settle_write(table, write, answer, handle, &mut created));
+            // (A slot's job that existed already was no fire of ours: no lag.)
+            if created.len() > before {
+                lags.extend(fire_times.into_iter().flatten());
+            }
+        }
+        // Queue every new job under one lock, then count their lag.
+        self.accept_stored(created, self.now());
+        let at = self.now();
+        for fire_time in lags {
+            (self.shared.fire_lag).record(at.duration_since(fire_time).unwrap_or_default());
         }
         self.shared.schedules_wake.notify_one();
         Ok(results)
     }
 
+    /// Takes one write's answer: its new jobs go to `created` (to be queued together),
+    /// the table gets the record that is now stored. Returns the write's jobs for a
+    /// caller that asked (a trigger, a backfill: writes without a table `handle`); the
+    /// loop's own fires copy nothing.
     fn settle_write(
         &self,
         table: &mut Table,
         write: ScheduleWrite,
         answer: ScheduleWritten,
-        fire_times: Vec<Option<SystemTime>>,
+        handle: Option<Handle>,
+        created: &mut Vec<(Job, u64)>,
     ) -> Vec<Submitted> {
         let key = (write.schedule.namespace.clone(), write.schedule.id.clone());
         match answer {
             ScheduleWritten::Written(inserted) => {
                 let mut jobs = Vec::with_capacity(inserted.len());
-                let at = self.now();
-                for (((job, _), inserted), fire_time) in
-                    write.jobs.into_iter().zip(inserted).zip(fire_times)
-                {
-                    if let Inserted::Existing(earlier) = inserted {
+                for ((job, _), inserted) in write.jobs.into_iter().zip(inserted) {
+                    match inserted {
+                        Inserted::Created(seq) => {
+                            if handle.is_none() {
+                                let mut shown = job.clone();
+                                shown.last_seq = seq;
+                                jobs.push(Submitted {
+                                    job: shown,
+                                    existing: false,
+                                });
+                            }
+                            created.push((job, seq));
+                        }
                         // The slot fired before (maybe under an older template): its job
                         // is that one, whatever it was made of.
-                        self.lock().live.remove(&job.id);
-                        jobs.push(Submitted {
-                            job: *earlier,
-                            existing: true,
-                        });
-                        continue;
-                    }
-                    if let Ok(submitted) = self.accept(job, Ok(inserted), at) {
-                        if let Some(fire_time) = fire_time {
-                            let lag = at.duration_since(fire_time).unwrap_or_default();
-                            self.shared.fire_lag.record(lag);
+                        Inserted::Existing(earlier) => {
+                            self.lock().live.remove(&job.id);
+                            jobs.push(Submitted {
+                                job: *earlier,
+                                existing: true,
+                            });
                         }
-                        jobs.push(submitted);
                     }
                 }
-                table.update(write.schedule);
+                match handle {
+                    Some(handle) => table.advance(handle, write.schedule),
+                    None => table.update(write.schedule),
+                }
                 jobs
             }
             ScheduleWritten::Conflict(current) => {
@@ -350,6 +398,7 @@ impl Planned {
                 jobs: Vec::new(),
             },
             fire_times: Vec::new(),
+            handle: None,
         }
     }
 }

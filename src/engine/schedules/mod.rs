@@ -82,6 +82,7 @@ impl Engine {
                 jobs: Vec::new(),
             },
             fire_times: Vec::new(),
+            handle: None,
         };
         match self.write_one(plan).await? {
             ScheduleWritten::Written(_) => {

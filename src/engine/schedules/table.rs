@@ -42,11 +42,17 @@ impl Entry {
     }
 }
 
+/// A schedule's handle in the table: timer entries and due lists carry this number, not
+/// the two strings of its key, so the hot path neither hashes nor compares strings.
+pub(crate) type Handle = u64;
+
 /// Every schedule, and a timer over their wake times.
 #[derive(Default)]
 pub(crate) struct Table {
-    entries: HashMap<Key, Entry>,
-    timer: BTreeSet<(SystemTime, Key)>,
+    entries: HashMap<Handle, Entry>,
+    handles: HashMap<Key, Handle>,
+    timer: BTreeSet<(SystemTime, Handle)>,
+    next_handle: Handle,
     /// How many entries, readable without the table's lock (for GetStats).
     count: Arc<AtomicUsize>,
 }
@@ -56,43 +62,79 @@ impl Table {
     pub fn put(&mut self, schedule: Schedule, spec: Spec) {
         let key = key_of(&schedule);
         self.remove(&key);
-        let mut entry = Entry {
-            schedule,
-            spec,
-            wake: None,
-        };
-        entry.wake = entry.next_wake();
-        if let Some(wake) = entry.wake {
-            self.timer.insert((wake, key.clone()));
-        }
-        self.entries.insert(key, entry);
+        self.next_handle += 1;
+        let handle = self.next_handle;
+        self.handles.insert(key, handle);
+        self.entries.insert(
+            handle,
+            Entry {
+                schedule,
+                spec,
+                wake: None,
+            },
+        );
+        self.retime(handle);
         self.count.store(self.entries.len(), Ordering::Relaxed);
     }
 
     /// Replaces a schedule's record, keeping its spec if the record's spec is the same.
     pub fn update(&mut self, schedule: Schedule) {
         let key = key_of(&schedule);
-        let spec = match self.entries.get(&key) {
-            Some(entry) if entry.schedule.spec == schedule.spec => Some(entry.spec.clone()),
-            _ => spec_of(&schedule),
+        let handle = self.handles.get(&key).copied();
+        match handle.and_then(|h| self.entries.get(&h)) {
+            Some(entry) if entry.schedule.spec == schedule.spec => {
+                self.advance(handle.unwrap_or_default(), schedule);
+            }
+            _ => match spec_of(&schedule) {
+                Some(spec) => self.put(schedule, spec),
+                None => drop(self.remove(&key)),
+            },
+        }
+    }
+
+    /// Replaces the record of the schedule at `handle` (its spec unchanged, as firing
+    /// leaves it) and times it again.
+    pub fn advance(&mut self, handle: Handle, schedule: Schedule) {
+        if let Some(entry) = self.entries.get_mut(&handle) {
+            entry.schedule = schedule;
+            self.retime(handle);
+        }
+    }
+
+    /// Takes the entry's old wake time off the timer and puts its new one on.
+    fn retime(&mut self, handle: Handle) {
+        let Some(entry) = self.entries.get_mut(&handle) else {
+            return;
         };
-        match spec {
-            Some(spec) => self.put(schedule, spec),
-            None => drop(self.remove(&key)),
+        if let Some(wake) = entry.wake {
+            self.timer.remove(&(wake, handle));
+        }
+        entry.wake = entry.next_wake();
+        if let Some(wake) = entry.wake {
+            self.timer.insert((wake, handle));
         }
     }
 
     pub fn remove(&mut self, key: &Key) -> Option<Entry> {
-        let entry = self.entries.remove(key)?;
+        let handle = self.handles.remove(key)?;
+        let entry = self.entries.remove(&handle)?;
         if let Some(wake) = entry.wake {
-            self.timer.remove(&(wake, key.clone()));
+            self.timer.remove(&(wake, handle));
         }
         self.count.store(self.entries.len(), Ordering::Relaxed);
         Some(entry)
     }
 
     pub fn get(&self, key: &Key) -> Option<&Entry> {
-        self.entries.get(key)
+        self.entries.get(self.handles.get(key)?)
+    }
+
+    pub fn handle(&self, key: &Key) -> Option<Handle> {
+        self.handles.get(key).copied()
+    }
+
+    pub fn at(&self, handle: Handle) -> Option<&Entry> {
+        self.entries.get(&handle)
     }
 
     /// The earliest wake time.
@@ -101,22 +143,22 @@ impl Table {
     }
 
     /// The schedules due at `now`, earliest first, at most `limit`.
-    pub fn due(&self, now: SystemTime, limit: usize) -> Vec<Key> {
+    pub fn due(&self, now: SystemTime, limit: usize) -> Vec<Handle> {
         (self.timer.iter())
             .take_while(|(at, _)| *at <= now)
             .take(limit)
-            .map(|(_, key)| key.clone())
+            .map(|(_, handle)| *handle)
             .collect()
     }
 
     /// Puts a schedule's wake time off to `at` (a write that failed is tried again then).
-    pub fn defer(&mut self, key: &Key, at: SystemTime) {
-        if let Some(entry) = self.entries.get_mut(key) {
+    pub fn defer(&mut self, handle: Handle, at: SystemTime) {
+        if let Some(entry) = self.entries.get_mut(&handle) {
             if let Some(wake) = entry.wake {
-                self.timer.remove(&(wake, key.clone()));
+                self.timer.remove(&(wake, handle));
             }
             entry.wake = Some(at);
-            self.timer.insert((at, key.clone()));
+            self.timer.insert((at, handle));
         }
     }
 

@@ -35,7 +35,7 @@ fn smoke_run_covers_every_workload_on_both_stores_with_sane_figures() {
             )
         })
         .collect();
-    for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"] {
+    for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"] {
         for store in ["memory", "sqlite"] {
             assert!(
                 seen.contains(&(workload.into(), store.into())),
@@ -76,6 +76,18 @@ fn smoke_run_covers_every_workload_on_both_stores_with_sane_figures() {
             store,
         );
         assert!(limit >= 1.0, "Fanout subscribers saw events on {store}");
+        for how in ["on the same instant", "spread over the second"] {
+            let what = |s: &str| format!("200 schedules every 1 s, {how}: {s}");
+            let (p50, p99) = (
+                figure(rows, "W9", &what("fire lag p50"), store),
+                figure(rows, "W9", &what("fire lag p99"), store),
+            );
+            assert!(p50 <= p99, "W9 percentiles out of order on {store}, {how}");
+            assert!(
+                figure(rows, "W9", &what("fires"), store) >= 180.0,
+                "W9 fired on {store}"
+            );
+        }
     }
 }
 

@@ -86,6 +86,10 @@ async fn run() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    spindle::server::check_exposure(args.addr, args.insecure)?;
+    if args.insecure && !args.addr.ip().is_loopback() {
+        tracing::warn!(listen = %args.addr, "--insecure: listening beyond loopback with no authentication");
+    }
     let shutdown = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listener = TcpListener::bind(args.addr)
         .await

@@ -116,6 +116,23 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("the server task panicked: {0}")]
     Panicked(String),
+    #[error(
+        "refusing to listen on {0}: it is not a loopback address, and nothing authenticates \
+         clients yet, so anyone who reaches the port could submit, read and cancel every job. \
+         Listen on 127.0.0.1 (the default), or pass --insecure (SPINDLE_INSECURE=1) if only \
+         trusted peers can reach it"
+    )]
+    Exposed(SocketAddr),
+}
+
+/// Safe by default: a server listens beyond loopback only when told to with `insecure`
+/// (until tokens and TLS exist, nothing else makes that safe). Checked before binding.
+pub fn check_exposure(addr: SocketAddr, insecure: bool) -> Result<(), ServeError> {
+    if addr.ip().is_loopback() || insecure {
+        Ok(())
+    } else {
+        Err(ServeError::Exposed(addr))
+    }
 }
 
 /// A Spindle server: built-in kinds plus any the caller adds.

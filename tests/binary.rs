@@ -9,6 +9,23 @@ use std::time::{Duration, Instant};
 use common::process::Process;
 use rustix::process::Signal;
 
+type Client = spindle::pb::job_service_client::JobServiceClient<tonic::transport::Channel>;
+
+/// A client of the server at `url`, and how many kinds it lists.
+async fn list_kinds(url: &str) -> (Client, usize) {
+    let channel = tonic::transport::Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = Client::new(channel);
+    let kinds = client
+        .list_kinds(spindle::pb::ListKindsRequest::default())
+        .await
+        .unwrap();
+    (client, kinds.into_inner().kinds.len())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_by_default_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -27,17 +44,8 @@ async fn serves_by_default_and_stops_on_sigterm() {
             && serving.contains(&format!("files={}", files.display())),
         "the start-up line names the folders: {serving}"
     );
-    let channel = tonic::transport::Channel::from_shared(server.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = spindle::pb::job_service_client::JobServiceClient::new(channel);
-    let kinds = client
-        .list_kinds(spindle::pb::ListKindsRequest::default())
-        .await
-        .unwrap();
-    assert_eq!(kinds.into_inner().kinds.len(), 7);
+    let (client, kinds) = list_kinds(&server.url()).await;
+    assert_eq!(kinds, 7);
     let started = Instant::now();
     server.signal(Signal::TERM);
     assert!(server.wait_exit(Duration::from_secs(10)).success());
@@ -146,4 +154,37 @@ async fn start_up_notices_a_write_ahead_log_deleted_after_a_crash() {
     assert!(server.wait_exit(Duration::from_secs(30)).success());
     let server = Process::start(dir.path(), &[]);
     assert!(!warned_of_a_missing_wal(&server));
+}
+
+/// Safe by default: a non-loopback address is refused before anything is bound or
+/// created, saying why and what to do; `--insecure` allows it. (Only loopback traffic:
+/// the insecure server is reached on 127.0.0.1.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_loopback_address_is_refused_unless_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["serve", "--addr", "0.0.0.0:0"])
+        .env("SPINDLE_DATA_DIR", dir.path().join("data"))
+        .env("SPINDLE_FILES_DIR", dir.path().join("files"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+
+    let server = Process::start(dir.path(), &["serve", "--insecure", "--addr", "0.0.0.0:0"]);
+    let port = server.addr.rsplit(':').next().unwrap();
+    let (_client, kinds) = list_kinds(&format!("http://127.0.0.1:{port}")).await;
+    assert!(kinds > 0);
+    let warned = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("--insecure"));
+    assert!(warned, "the log says it listens with no authentication");
 }

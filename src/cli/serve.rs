@@ -29,9 +29,14 @@ pub struct ServeArgs {
     /// for more queues.
     #[arg(long = "queue-limit", env = "SPINDLE_QUEUE_LIMITS", value_delimiter = ',', value_parser = parse_queue_limit)]
     pub queue_limits: Vec<(String, usize)>,
-    /// Address to listen on.
+    /// Address to listen on. Only a loopback address unless --insecure is given.
     #[arg(long, env = "SPINDLE_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
+    /// Listen on a non-loopback address although nothing authenticates clients yet: anyone
+    /// who reaches the port can submit, read and cancel every job. For trusted networks
+    /// only (a private container network, say).
+    #[arg(long, env = "SPINDLE_INSECURE")]
+    pub insecure: bool,
     /// Directory file jobs may read and write; created if missing.
     #[arg(long, env = "SPINDLE_FILES_DIR", default_value = "spindle-files")]
     pub files_dir: PathBuf,

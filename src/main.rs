@@ -53,7 +53,7 @@ async fn run() -> ExitCode {
         }
     };
     let args = match cli.command {
-        Some(Command::Serve(ref args)) => args.clone(),
+        Some(Command::Serve(ref args)) => (**args).clone(),
         None => ServeArgs::default(),
         Some(Command::Bench(ref args)) => {
             return ExitCode::from(spindle::cli::bench::run(args.clone(), cli.json).await);
@@ -86,8 +86,9 @@ async fn run() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    spindle::server::check_exposure(args.addr, args.insecure)?;
-    if args.insecure && !args.addr.ip().is_loopback() {
+    let client_certs = args.tls_client_ca.is_some();
+    spindle::server::check_exposure(args.addr, args.insecure, client_certs)?;
+    if args.insecure && !client_certs && !args.addr.ip().is_loopback() {
         tracing::warn!(listen = %args.addr, "--insecure: listening beyond loopback with no authentication");
     }
     let shutdown = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;

@@ -9,6 +9,7 @@
 mod idle;
 mod incoming;
 mod local;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ pub struct ServeConfig {
     pub connections: ConnectionLimits,
     /// Concurrent streams (calls) one HTTP/2 connection may hold (MAX_CONCURRENT_STREAMS).
     pub max_streams_per_connection: u32,
+    /// Serve TLS (and with a client CA, mTLS); `None`: plaintext.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for ServeConfig {
@@ -92,6 +95,7 @@ impl Default for ServeConfig {
             max_args_bytes: crate::api::convert::DEFAULT_MAX_ARGS_BYTES,
             connections: ConnectionLimits::default(),
             max_streams_per_connection: DEFAULT_STREAMS_PER_CONNECTION,
+            tls: None,
         }
     }
 }
@@ -118,17 +122,24 @@ pub enum ServeError {
     Panicked(String),
     #[error(
         "refusing to listen on {0}: it is not a loopback address, and nothing authenticates \
-         clients yet, so anyone who reaches the port could submit, read and cancel every job. \
-         Listen on 127.0.0.1 (the default), or pass --insecure (SPINDLE_INSECURE=1) if only \
+         clients, so anyone who reaches the port could submit, read and cancel every job. \
+         Listen on 127.0.0.1 (the default), require client certificates (--tls-client-ca, \
+         with --tls-cert and --tls-key), or pass --insecure (SPINDLE_INSECURE=1) if only \
          trusted peers can reach it"
     )]
     Exposed(SocketAddr),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
-/// Safe by default: a server listens beyond loopback only when told to with `insecure`
-/// (until tokens and TLS exist, nothing else makes that safe). Checked before binding.
-pub fn check_exposure(addr: SocketAddr, insecure: bool) -> Result<(), ServeError> {
-    if addr.ip().is_loopback() || insecure {
+/// Safe by default: a server listens beyond loopback only when clients must authenticate
+/// (mTLS: `client_certs`) or when told to with `insecure`. Checked before binding.
+pub fn check_exposure(
+    addr: SocketAddr,
+    insecure: bool,
+    client_certs: bool,
+) -> Result<(), ServeError> {
+    if addr.ip().is_loopback() || insecure || client_certs {
         Ok(())
     } else {
         Err(ServeError::Exposed(addr))
@@ -184,6 +195,12 @@ impl Spindle {
     /// Opens the files directory and starts the engine, without serving yet; the caller
     /// gets a handle on the engine (tests use it to look inside).
     pub async fn prepare(self, listener: TcpListener) -> Result<Prepared, ServeError> {
+        let tls = self
+            .config
+            .tls
+            .as_ref()
+            .map(tls::server_config)
+            .transpose()?;
         let files =
             FilesDir::open(&self.config.files_dir).map_err(|source| ServeError::FilesDir {
                 path: self.config.files_dir.clone(),
@@ -218,6 +235,7 @@ impl Spindle {
             max_args_bytes: self.config.max_args_bytes,
             connections: self.config.connections,
             max_streams: self.config.max_streams_per_connection,
+            tls,
         })
     }
 }
@@ -254,6 +272,7 @@ pub struct Prepared {
     max_args_bytes: usize,
     connections: ConnectionLimits,
     max_streams: u32,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Prepared {
@@ -284,6 +303,7 @@ impl Prepared {
             echo,
             grace: self.grace,
             folders: self.folders,
+            tls: self.tls,
         };
         serve_engine(incoming, addr, serving, shutdown).await
     }
@@ -298,6 +318,7 @@ struct Serving {
     echo: Option<BenchServer<EchoApi>>,
     grace: Duration,
     folders: Folders,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 async fn serve_engine(
@@ -312,6 +333,7 @@ async fn serve_engine(
         echo,
         grace,
         folders,
+        tls,
     }: Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -344,7 +366,15 @@ async fn serve_engine(
         }
     };
     let stop_accepting = CancellationToken::new();
-    let router = Server::builder()
+    let tls_mode = match &tls {
+        None => "off",
+        Some(_) => "on",
+    };
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
         .layer(idle::CountCalls)
         .max_concurrent_streams(max_streams)
         .http2_keepalive_interval(Some(keepalive.0))
@@ -359,7 +389,7 @@ async fn serve_engine(
     let server =
         router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     tokio::pin!(server);
-    tracing::info!(%addr, data = %folders.data, files = %folders.files, "serving spindle.v1.JobService, spindle.v1.ScheduleService and spindle.worker.v1.WorkerService");
+    tracing::info!(%addr, tls = tls_mode, data = %folders.data, files = %folders.files, "serving spindle.v1.JobService, spindle.v1.ScheduleService and spindle.worker.v1.WorkerService");
 
     tokio::select! {
         result = &mut server => {

@@ -1,10 +1,11 @@
 //! The client subcommands: submit, status, cancel, jobs, kinds (and the connection and
 //! error handling they share). `watch` lives in [`super::watch`].
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -105,8 +106,8 @@ impl CliError {
 }
 
 /// Connects to the server, to act in `namespace`.
-pub async fn connect(server: &str, namespace: &str) -> Result<Remote, CliError> {
-    let channel = connect_channel(server).await?;
+pub async fn connect(server: &str, namespace: &str, tls: &ClientTls) -> Result<Remote, CliError> {
+    let channel = connect_channel(server, tls).await?;
     Ok(Remote {
         client: JobServiceClient::new(channel.clone()),
         channel,
@@ -115,12 +116,43 @@ pub async fn connect(server: &str, namespace: &str) -> Result<Remote, CliError> 
     })
 }
 
-/// Connects to the server: a URL, or `host:port` as grpcurl takes it.
-async fn connect_channel(server: &str) -> Result<Channel, CliError> {
-    let url = if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
+/// The client's TLS files (`--ca`, `--cert`, `--key`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// tonic's settings: the CA to trust (else the system's roots are not used: give
+    /// --ca), and the client identity for mTLS.
+    fn config(&self) -> Result<ClientTlsConfig, CliError> {
+        let read = |path: &PathBuf, flag: &str| {
+            std::fs::read(path)
+                .map_err(|e| CliError::Usage(format!("{flag} {}: {e}", path.display())))
+        };
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = &self.ca {
+            config = config.ca_certificate(Certificate::from_pem(read(ca, "--ca")?));
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let identity = Identity::from_pem(read(cert, "--cert")?, read(key, "--key")?);
+            config = config.identity(identity);
+        }
+        Ok(config)
+    }
+}
+
+/// Connects to the server: a URL, or `host:port` as grpcurl takes it. `https://`, or a
+/// `--ca`, means TLS.
+async fn connect_channel(server: &str, tls: &ClientTls) -> Result<Channel, CliError> {
+    let secure = server.starts_with("https://") || tls.ca.is_some();
+    let url = match server.split_once("://") {
+        Some(("http", rest)) if secure => format!("https://{rest}"),
+        Some(_) => server.to_string(),
+        None if secure => format!("https://{server}"),
+        None => format!("http://{server}"),
     };
     let bad_url = |why: String| {
         CliError::Usage(format!(
@@ -131,9 +163,14 @@ async fn connect_channel(server: &str) -> Result<Channel, CliError> {
     if parsed.host().is_none() {
         return Err(bad_url("no host".into()));
     }
-    let endpoint = Channel::from_shared(url)
+    let mut endpoint = Channel::from_shared(url)
         .map_err(|e| bad_url(e.to_string()))?
         .connect_timeout(Duration::from_secs(5));
+    if secure {
+        endpoint = endpoint
+            .tls_config(tls.config()?)
+            .map_err(|e| CliError::Usage(format!("TLS: {}", source_chain(&e))))?;
+    }
     let channel = endpoint.connect().await.map_err(|e| {
         let detail = source_chain(&e);
         let refused = detail.contains("Connection refused");

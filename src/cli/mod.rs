@@ -47,6 +47,15 @@ pub struct Cli {
         default_value = "default"
     )]
     pub namespace: String,
+    /// The CA that signed the server's certificate (PEM); implies https.
+    #[arg(long, global = true, env = "SPINDLE_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for a server that requires one (mTLS).
+    #[arg(long, global = true, env = "SPINDLE_CERT", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The key of --cert (PEM).
+    #[arg(long, global = true, env = "SPINDLE_KEY", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -55,7 +64,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Submit a job and print its id.
     Submit(SubmitArgs),
     /// Follow a job to its end: a progress bar on a terminal, lines otherwise. Exits 0 if it
@@ -214,7 +223,12 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
         return Ok(client::exit::OK);
     };
     let json = cli.json;
-    let mut c = client::connect(&cli.server, &cli.namespace).await?;
+    let tls = client::ClientTls {
+        ca: cli.ca.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+    };
+    let mut c = client::connect(&cli.server, &cli.namespace, &tls).await?;
     match command {
         Command::Serve(_)
         | Command::Bench(_)

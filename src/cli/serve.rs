@@ -11,6 +11,7 @@ use crate::engine::EngineConfig;
 use crate::exec::CpuPriority;
 use crate::jobs::egress::{Allow, EgressPolicy};
 use crate::jobs::http::HttpConfig;
+use crate::server::tls::TlsFiles;
 use crate::server::{ConnectionLimits, ServeConfig, StoreConfig};
 
 /// Flags of `spindle serve`.
@@ -37,6 +38,15 @@ pub struct ServeArgs {
     /// only (a private container network, say).
     #[arg(long, env = "SPINDLE_INSECURE")]
     pub insecure: bool,
+    /// Serve TLS with this certificate (PEM; the chain, leaf first).
+    #[arg(long, env = "SPINDLE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "SPINDLE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mTLS.
+    #[arg(long, env = "SPINDLE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Directory file jobs may read and write; created if missing.
     #[arg(long, env = "SPINDLE_FILES_DIR", default_value = "spindle-files")]
     pub files_dir: PathBuf,
@@ -178,6 +188,14 @@ impl ServeArgs {
                 ..ConnectionLimits::default()
             },
             max_streams_per_connection: self.max_streams_per_connection,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }

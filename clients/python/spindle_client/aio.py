@@ -28,6 +28,7 @@ from .client import (
     DEFAULT_TARGET,
     Seconds,
     _batch_result,
+    _credentials,
     _list_request,
     _seconds,
     _status_request,
@@ -42,12 +43,23 @@ class AsyncClient:
     """A connection to one Spindle server, for asyncio code. See `Client` for each method."""
 
     def __init__(
-        self, server: str = DEFAULT_TARGET, *, timeout: float = 30.0, namespace: str = "default"
+        self,
+        server: str = DEFAULT_TARGET,
+        *,
+        timeout: float = 30.0,
+        namespace: str = "default",
+        ca: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
     ):
         self.server = server
         self.timeout = timeout
         self.namespace = namespace
-        self._channel = grpc.aio.insecure_channel(_target(server))
+        credentials = _credentials(server, ca, cert, key)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(_target(server))
+        else:
+            self._channel = grpc.aio.secure_channel(_target(server), credentials)
         self._stub = pb_grpc.JobServiceStub(self._channel)
         self._schedules = spb_grpc.ScheduleServiceStub(self._channel)
 

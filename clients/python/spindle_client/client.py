@@ -6,8 +6,10 @@ FastAPI's sync endpoints alike; it is thread-safe, so create one per process and
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 import grpc
@@ -40,31 +42,63 @@ def _duration(value: Seconds) -> duration_pb2.Duration:
 
 
 def _target(server: str) -> str:
-    """Accepts "host:port" or a URL as the CLI takes it ("http://host:port")."""
-    for scheme in ("http://", "grpc://"):
+    """Accepts "host:port" or a URL as the CLI takes it ("http://host:port", "https://...")."""
+    for scheme in ("http://", "grpc://", "https://"):
         if server.startswith(scheme):
             return server[len(scheme) :].rstrip("/")
-    if server.startswith("https://"):
-        raise ValueError("TLS is not supported yet: use http://host:port or host:port")
     return server
+
+
+def _read(path: Optional[str]) -> Optional[bytes]:
+    return None if path is None else Path(path).read_bytes()
+
+
+def _credentials(
+    server: str, ca: Optional[str], cert: Optional[str], key: Optional[str]
+) -> Optional[grpc.ChannelCredentials]:
+    """TLS credentials for an `https://` server or a given CA (the CLI's --ca, --cert,
+    --key; SPINDLE_CA, SPINDLE_CERT, SPINDLE_KEY when not given); None: plaintext."""
+    ca = ca or os.environ.get("SPINDLE_CA")
+    cert = cert or os.environ.get("SPINDLE_CERT")
+    key = key or os.environ.get("SPINDLE_KEY")
+    if not server.startswith("https://") and ca is None:
+        return None
+    if (cert is None) != (key is None):
+        raise ValueError("give both cert= and key= (a client certificate and its key), or neither")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca), private_key=_read(key), certificate_chain=_read(cert)
+    )
 
 
 class Client:
     """A connection to one Spindle server.
 
-    `server` is "host:port" or "http://host:port" (the CLI's SPINDLE_SERVER form). Unary
+    `server` is "host:port" or "http://host:port" (the CLI's SPINDLE_SERVER form);
+    "https://host:port", or a `ca` file (PEM), means TLS, with `cert` and `key` for a server
+    that requires client certificates (SPINDLE_CA, SPINDLE_CERT, SPINDLE_KEY). Unary
     calls give up after `timeout` seconds. Every call acts in `namespace` (the CLI's
     SPINDLE_NAMESPACE): its jobs, queues, idempotency keys and lists are that namespace's,
     and a job of another namespace is NotFound.
     """
 
     def __init__(
-        self, server: str = DEFAULT_TARGET, *, timeout: float = 30.0, namespace: str = "default"
+        self,
+        server: str = DEFAULT_TARGET,
+        *,
+        timeout: float = 30.0,
+        namespace: str = "default",
+        ca: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
     ):
         self.server = server
         self.timeout = timeout
         self.namespace = namespace
-        self._channel = grpc.insecure_channel(_target(server))
+        credentials = _credentials(server, ca, cert, key)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(_target(server))
+        else:
+            self._channel = grpc.secure_channel(_target(server), credentials)
         self._stub = pb_grpc.JobServiceStub(self._channel)
         self._schedules = spb_grpc.ScheduleServiceStub(self._channel)
 

@@ -41,7 +41,7 @@ from ._context import JobCancelled, JobContext, Lease, PermanentError
 from ._messages import failure_outcome, from_struct, lease_pb, outcome_message
 from ._processes import ProcessPool
 from ._proto import wpb, wpb_grpc
-from .client import _target
+from .client import _credentials, _target
 
 __all__ = ["Worker", "JobContext", "PermanentError", "JobCancelled"]
 
@@ -90,10 +90,15 @@ class Worker:
         processes: Optional[int] = None,
         drain_grace: float = 30.0,
         cancel_grace: float = 5.0,
+        ca: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.target = _target(server)
+        # TLS as the clients take it: `https://` or `ca=`, with `cert=`/`key=` for mTLS.
+        self._credentials = _credentials(server, ca, cert, key)
         self.namespace = namespace
         self.slots = slots
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -268,7 +273,11 @@ class Worker:
 
     async def _session_once(self) -> None:
         options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
-        async with grpc.aio.insecure_channel(self.target, options=options) as channel:
+        if self._credentials is None:
+            channel = grpc.aio.insecure_channel(self.target, options=options)
+        else:
+            channel = grpc.aio.secure_channel(self.target, self._credentials, options=options)
+        async with channel:
             stub = wpb_grpc.WorkerServiceStub(channel)
             hello = self._hello()
             outbox = self._outbox

@@ -1,6 +1,7 @@
 """TLS and mTLS from Python: the sync and async clients reach a TLS server with its CA
 (`https://` and `ca=`), and a server that requires client certificates with `cert=` and
-`key=`; a plaintext client does not get through. Certificates are made by openssl."""
+`key=`, as a Worker does; a plaintext client does not get through. Certificates are made
+by openssl."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import subprocess
 import pytest
 
 from conftest import Server
-from spindle_client import AsyncClient, Client, SpindleError
+from spindle_client import AsyncClient, Client, SpindleError, Worker
 
 EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
@@ -71,5 +72,23 @@ def test_tls_and_mtls(certs, tmp_path):
         )
         with client:
             assert any(k.name == "demo.sleep" for k in client.kinds())
+            # A worker reaches the mTLS server the same way and runs a job.
+            worker = Worker(
+                url, worker_id="tls-worker", slots=2, drain_grace=0.0,
+                ca=str(certs / "ca.pem"), cert=str(certs / "client.pem"), key=str(certs / "client.key"),
+            )
+
+            @worker.job("tls.echo")
+            def echo(ctx, args):
+                return {"echo": args["text"]}
+
+            worker.start()
+            try:
+                assert worker.wait_connected(10), "the worker connected over mTLS"
+                job = client.submit("tls.echo", {"text": "sealed"})
+                done = client.wait(job.id, timeout=10)
+                assert (done.state, done.result) == ("succeeded", {"echo": "sealed"})
+            finally:
+                worker.stop()
     finally:
         server.stop()

@@ -98,6 +98,12 @@ async fn submit_watch_status_jobs_and_kinds() {
     let job = &json_lines(&json_submit.stdout)[0];
     assert!(job["id"].is_string());
     assert_eq!(job["priority"], -3);
+    // The CPU pool runs at idle priority: on a busy machine the job may take a while.
+    let cpu_id = job["id"].as_str().unwrap().to_string();
+    let waited = spindle(&url, &["status", "--wait", "60s", &cpu_id])
+        .await
+        .stdout;
+    assert!(waited.contains("state:     succeeded"), "{waited}");
 
     let table = spindle(&url, &["jobs", "--limit", "5"]).await.stdout;
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();

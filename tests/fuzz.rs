@@ -7,10 +7,12 @@
 //! finds goes to its regressions file (under proptest-regressions/), which is kept in the
 //! repository and replayed first; none so far.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
 use prost_types::value::Kind;
+use spindle::jobs::registry::JobKind;
 use spindle::model::job::Job;
 use spindle::model::schedule::{Repeat, Schedule, Spec, SpecInput};
 use spindle::model::worker::RemoteKind;
@@ -71,6 +73,23 @@ fn json_args() -> impl Strategy<Value = serde_json::Value> {
     pb_value().prop_filter_map("a JSON value", |v| value_to_json(v, "args").ok())
 }
 
+/// The built-in kinds and a runtime to run their (async) checks on, made once for every
+/// case.
+fn checkers() -> &'static (Vec<Arc<JobKind>>, tokio::runtime::Runtime) {
+    static CHECKERS: OnceLock<(Vec<Arc<JobKind>>, tokio::runtime::Runtime)> = OnceLock::new();
+    CHECKERS.get_or_init(|| {
+        let dir = std::env::temp_dir().join("spindle-fuzz-files");
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = spindle::jobs::files::FilesDir::open(&dir).unwrap();
+        let registry = spindle::jobs::builtins(files, Default::default());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        (registry.kinds().cloned().collect(), runtime)
+    })
+}
+
 proptest! {
     #![proptest_config(cases())]
 
@@ -120,13 +139,8 @@ proptest! {
 
     #[test]
     fn builtin_args_checks_never_panic(args in json_args(), pick in 0usize..16) {
-        let dir = std::env::temp_dir().join("spindle-fuzz-files");
-        std::fs::create_dir_all(&dir).unwrap();
-        let files = spindle::jobs::files::FilesDir::open(&dir).unwrap();
-        let registry = spindle::jobs::builtins(files, Default::default());
-        let kinds: Vec<_> = registry.kinds().cloned().collect();
+        let (kinds, runtime) = checkers();
         let kind = &kinds[pick % kinds.len()];
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let _ = runtime.block_on(kind.validate(&args));
     }
 

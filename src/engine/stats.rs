@@ -37,7 +37,12 @@ impl Totals {
 
     /// Counts a job accepted, or recovered unfinished at start-up.
     pub(super) fn submitted(&self, namespace: &str) {
-        self.count(namespace, |c| c.submitted += 1);
+        self.submitted_many(namespace, 1);
+    }
+
+    /// Counts `n` jobs of a namespace accepted together (one lock, not `n`).
+    pub(super) fn submitted_many(&self, namespace: &str, n: u64) {
+        self.count(namespace, |c| c.submitted += n);
     }
 
     /// Counts a job that has just reached `state` (a terminal state).

@@ -28,6 +28,7 @@ from .client import (
     DEFAULT_TARGET,
     Seconds,
     _batch_result,
+    _channel,
     _credentials,
     _list_request,
     _seconds,
@@ -56,10 +57,7 @@ class AsyncClient:
         self.timeout = timeout
         self.namespace = namespace
         credentials = _credentials(server, ca, cert, key)
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(_target(server))
-        else:
-            self._channel = grpc.aio.secure_channel(_target(server), credentials)
+        self._channel = _channel(grpc.aio, _target(server), credentials)
         self._stub = pb_grpc.JobServiceStub(self._channel)
         self._schedules = spb_grpc.ScheduleServiceStub(self._channel)
 

@@ -70,6 +70,14 @@ def _credentials(
     )
 
 
+def _channel(module, target: str, credentials, options=None):
+    """A channel of `module` (grpc or grpc.aio) to `target`: TLS with `credentials`, else
+    plaintext."""
+    if credentials is None:
+        return module.insecure_channel(target, options=options)
+    return module.secure_channel(target, credentials, options=options)
+
+
 class Client:
     """A connection to one Spindle server.
 
@@ -94,11 +102,7 @@ class Client:
         self.server = server
         self.timeout = timeout
         self.namespace = namespace
-        credentials = _credentials(server, ca, cert, key)
-        if credentials is None:
-            self._channel = grpc.insecure_channel(_target(server))
-        else:
-            self._channel = grpc.secure_channel(_target(server), credentials)
+        self._channel = _channel(grpc, _target(server), _credentials(server, ca, cert, key))
         self._stub = pb_grpc.JobServiceStub(self._channel)
         self._schedules = spb_grpc.ScheduleServiceStub(self._channel)
 

@@ -41,7 +41,7 @@ from ._context import JobCancelled, JobContext, Lease, PermanentError
 from ._messages import failure_outcome, from_struct, lease_pb, outcome_message
 from ._processes import ProcessPool
 from ._proto import wpb, wpb_grpc
-from .client import _credentials, _target
+from .client import _channel, _credentials, _target
 
 __all__ = ["Worker", "JobContext", "PermanentError", "JobCancelled"]
 
@@ -273,11 +273,7 @@ class Worker:
 
     async def _session_once(self) -> None:
         options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
-        if self._credentials is None:
-            channel = grpc.aio.insecure_channel(self.target, options=options)
-        else:
-            channel = grpc.aio.secure_channel(self.target, self._credentials, options=options)
-        async with channel:
+        async with _channel(grpc.aio, self.target, self._credentials, options) as channel:
             stub = wpb_grpc.WorkerServiceStub(channel)
             hello = self._hello()
             outbox = self._outbox

@@ -51,7 +51,11 @@ fn reference(ns: String, id: &str) -> Result<String, Error> {
     }
 }
 
-fn answer(view: crate::engine::schedules::ScheduleView) -> Result<Response<pb::Schedule>, Status> {
+/// An engine call's schedule as the answer, or its error as the status.
+fn answer(
+    view: Result<crate::engine::schedules::ScheduleView, crate::engine::EngineError>,
+) -> Result<Response<pb::Schedule>, Status> {
+    let view = view.map_err(Error::from)?;
     Ok(Response::new(convert::schedule_to_pb(&view)))
 }
 
@@ -191,12 +195,7 @@ impl ScheduleService for ScheduleApi {
     ) -> Result<Response<pb::Schedule>, Status> {
         let req = request.into_inner();
         let ns = reference(req.namespace, &req.id)?;
-        answer(
-            self.engine
-                .get_schedule(&ns, &req.id)
-                .await
-                .map_err(Error::from)?,
-        )
+        answer(self.engine.get_schedule(&ns, &req.id).await)
     }
 
     async fn list_schedules(
@@ -237,12 +236,7 @@ impl ScheduleService for ScheduleApi {
         if !bad.is_empty() {
             return Err(Error::from(bad).into());
         }
-        answer(
-            self.engine
-                .pause_schedule(&ns, &req.id, req.note)
-                .await
-                .map_err(Error::from)?,
-        )
+        answer(self.engine.pause_schedule(&ns, &req.id, req.note).await)
     }
 
     async fn resume_schedule(
@@ -251,12 +245,7 @@ impl ScheduleService for ScheduleApi {
     ) -> Result<Response<pb::Schedule>, Status> {
         let req = request.into_inner();
         let ns = reference(req.namespace, &req.id)?;
-        answer(
-            self.engine
-                .resume_schedule(&ns, &req.id)
-                .await
-                .map_err(Error::from)?,
-        )
+        answer(self.engine.resume_schedule(&ns, &req.id).await)
     }
 
     async fn trigger_schedule(

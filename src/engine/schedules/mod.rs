@@ -146,7 +146,7 @@ impl Engine {
     ) -> Result<ScheduleView, EngineError> {
         let spec = self.check_draft(namespace, &draft).await?;
         let now = self.now();
-        self.modify(namespace, id, expected, |schedule| {
+        self.modify(namespace, id, expected, |schedule, _| {
             let stored = StoredSpec::from(spec.input());
             if stored != schedule.spec {
                 let last = schedule.state.last_slot.unwrap_or(schedule.created_at);
@@ -168,7 +168,7 @@ impl Engine {
         id: &str,
         note: String,
     ) -> Result<ScheduleView, EngineError> {
-        self.modify(namespace, id, None, |schedule| {
+        self.modify(namespace, id, None, |schedule, _| {
             schedule.paused = true;
             schedule.note = note;
             Ok(())
@@ -184,8 +184,7 @@ impl Engine {
         id: &str,
     ) -> Result<ScheduleView, EngineError> {
         let now = self.now();
-        let spec = self.spec_of(namespace, id).await?;
-        self.modify(namespace, id, None, |schedule| {
+        self.modify(namespace, id, None, |schedule, spec| {
             if !schedule.paused {
                 return Ok(());
             }
@@ -215,18 +214,21 @@ impl Engine {
         Ok(())
     }
 
-    /// Applies `change` to the current record, at `expected` if given, and stores it.
+    /// Applies `change` to the current record (it also gets the record's checked spec), at
+    /// `expected` if given, and stores it. The table's lock is held throughout, so the
+    /// record and spec `change` sees are the ones it replaces.
     async fn modify(
         &self,
         namespace: &str,
         id: &str,
         expected: Option<u64>,
-        change: impl FnOnce(&mut Schedule) -> Result<(), EngineError>,
+        change: impl FnOnce(&mut Schedule, &Spec) -> Result<(), EngineError>,
     ) -> Result<ScheduleView, EngineError> {
         let key = (namespace.to_string(), id.to_string());
         let mut table = self.shared.schedules.lock().await;
-        let current = (table.get(&key).map(|e| e.schedule.clone()))
-            .ok_or_else(|| EngineError::ScheduleNotFound(id.to_string()))?;
+        let entry =
+            (table.get(&key)).ok_or_else(|| EngineError::ScheduleNotFound(id.to_string()))?;
+        let (current, spec) = (entry.schedule.clone(), entry.spec.clone());
         if let Some(expected) = expected.filter(|v| *v != current.state.version) {
             return Err(EngineError::ScheduleChanged {
                 id: id.to_string(),
@@ -235,7 +237,7 @@ impl Engine {
             });
         }
         let mut plan = Planned::new(current);
-        change(&mut plan.write.schedule)?;
+        change(&mut plan.write.schedule, &spec)?;
         let schedule = plan.write.schedule.clone();
         match self.write_one(plan).await? {
             ScheduleWritten::Written(_) => {
@@ -267,15 +269,6 @@ impl Engine {
         answers
             .pop()
             .ok_or_else(|| EngineError::Busy("the store gave no answer".into()))
-    }
-
-    async fn spec_of(&self, namespace: &str, id: &str) -> Result<Spec, EngineError> {
-        let key = (namespace.to_string(), id.to_string());
-        let table = self.shared.schedules.lock().await;
-        let entry = table
-            .get(&key)
-            .ok_or_else(|| EngineError::ScheduleNotFound(id.to_string()))?;
-        Ok(entry.spec.clone())
     }
 
     /// Checks a draft: its spec field by field, and its template as Submit would (the

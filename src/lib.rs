@@ -19,6 +19,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod bench;
 pub mod cli;

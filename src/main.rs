@@ -70,6 +70,9 @@ async fn run() -> ExitCode {
             }
             return ExitCode::from(spindle::cli::run_client(cli).await);
         }
+        Some(Command::Auth(ref args)) => {
+            return ExitCode::from(spindle::cli::auth::run(args, &cli.namespace, cli.json));
+        }
         Some(Command::BenchWorker(ref args)) => {
             return ExitCode::from(spindle::bench::worker::run_worker(args.clone()).await);
         }
@@ -87,9 +90,14 @@ async fn run() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let client_certs = args.tls_client_ca.is_some();
-    spindle::server::check_exposure(args.addr, args.insecure, client_certs)?;
-    if args.insecure && !client_certs && !args.addr.ip().is_loopback() {
+    let authenticated = client_certs || args.auth.is_some();
+    spindle::server::check_exposure(args.addr, args.insecure, authenticated)?;
+    let exposed = !args.addr.ip().is_loopback();
+    if args.insecure && !authenticated && exposed {
         tracing::warn!(listen = %args.addr, "--insecure: listening beyond loopback with no authentication");
+    }
+    if args.auth.is_some() && args.tls_cert.is_none() && exposed {
+        tracing::warn!(listen = %args.addr, "tokens travel in plaintext beyond loopback; serve TLS (--tls-cert, --tls-key) so they cannot be read off the network");
     }
     let shutdown = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listener = TcpListener::bind(args.addr)

@@ -6,6 +6,7 @@
 //! running jobs finish within the grace period and cancels the rest; then open watch
 //! streams end with UNAVAILABLE, and the server is given a moment to flush them.
 
+mod guard;
 mod idle;
 mod incoming;
 mod local;
@@ -79,6 +80,9 @@ pub struct ServeConfig {
     pub max_streams_per_connection: u32,
     /// Serve TLS (and with a client CA, mTLS); `None`: plaintext.
     pub tls: Option<tls::TlsFiles>,
+    /// The auth file: principals and quotas, reloaded on SIGHUP. `None`: no tokens are
+    /// checked (and the server stays on loopback unless told otherwise).
+    pub auth: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -96,6 +100,7 @@ impl Default for ServeConfig {
             connections: ConnectionLimits::default(),
             max_streams_per_connection: DEFAULT_STREAMS_PER_CONNECTION,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -123,23 +128,26 @@ pub enum ServeError {
     #[error(
         "refusing to listen on {0}: it is not a loopback address, and nothing authenticates \
          clients, so anyone who reaches the port could submit, read and cancel every job. \
-         Listen on 127.0.0.1 (the default), require client certificates (--tls-client-ca, \
-         with --tls-cert and --tls-key), or pass --insecure (SPINDLE_INSECURE=1) if only \
+         Listen on 127.0.0.1 (the default), require tokens (--auth FILE, see `spindle auth \
+         add`) or client certificates (--tls-client-ca, with --tls-cert and --tls-key), or pass --insecure (SPINDLE_INSECURE=1) if only \
          trusted peers can reach it"
     )]
     Exposed(SocketAddr),
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    #[error("cannot load the auth file {path}: {why}")]
+    Auth { path: PathBuf, why: String },
 }
 
 /// Safe by default: a server listens beyond loopback only when clients must authenticate
-/// (mTLS: `client_certs`) or when told to with `insecure`. Checked before binding.
+/// (tokens or mTLS: `authenticated`) or when told to with `insecure`. Checked before
+/// binding.
 pub fn check_exposure(
     addr: SocketAddr,
     insecure: bool,
-    client_certs: bool,
+    authenticated: bool,
 ) -> Result<(), ServeError> {
-    if addr.ip().is_loopback() || insecure || client_certs {
+    if addr.ip().is_loopback() || insecure || authenticated {
         Ok(())
     } else {
         Err(ServeError::Exposed(addr))
@@ -215,6 +223,10 @@ impl Spindle {
             None => open_store(&self.config.store).await?,
         };
         let engine = Engine::start(&self.config.engine, registry, store).await?;
+        let access = match &self.config.auth {
+            Some(path) => Some(guard::Access::load(path.clone(), engine.clone()).await?),
+            None => None,
+        };
         let shown = |path: &std::path::Path| {
             let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
             absolute.display().to_string()
@@ -236,6 +248,7 @@ impl Spindle {
             connections: self.config.connections,
             max_streams: self.config.max_streams_per_connection,
             tls,
+            access,
         })
     }
 }
@@ -273,6 +286,7 @@ pub struct Prepared {
     connections: ConnectionLimits,
     max_streams: u32,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    access: Option<guard::Access>,
 }
 
 impl Prepared {
@@ -304,6 +318,7 @@ impl Prepared {
             grace: self.grace,
             folders: self.folders,
             tls: self.tls,
+            access: self.access,
         };
         serve_engine(incoming, addr, serving, shutdown).await
     }
@@ -319,6 +334,7 @@ struct Serving {
     grace: Duration,
     folders: Folders,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    access: Option<guard::Access>,
 }
 
 async fn serve_engine(
@@ -334,6 +350,7 @@ async fn serve_engine(
         grace,
         folders,
         tls,
+        access,
     }: Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -374,8 +391,14 @@ async fn serve_engine(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
+    let auth_mode = if access.is_some() { "tokens" } else { "off" };
+    let gate = access.map(|access| {
+        access.reload_on_hangup();
+        access.gate()
+    });
     let router = builder
         .layer(idle::CountCalls)
+        .layer(guard::Guard::new(gate))
         .max_concurrent_streams(max_streams)
         .http2_keepalive_interval(Some(keepalive.0))
         .http2_keepalive_timeout(Some(keepalive.1))
@@ -389,7 +412,7 @@ async fn serve_engine(
     let server =
         router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     tokio::pin!(server);
-    tracing::info!(%addr, tls = tls_mode, data = %folders.data, files = %folders.files, "serving spindle.v1.JobService, spindle.v1.ScheduleService and spindle.worker.v1.WorkerService");
+    tracing::info!(%addr, tls = tls_mode, auth = auth_mode, data = %folders.data, files = %folders.files, "serving spindle.v1.JobService, spindle.v1.ScheduleService and spindle.worker.v1.WorkerService");
 
     tokio::select! {
         result = &mut server => {

@@ -232,6 +232,21 @@ async fn http_request_records_status_headers_and_a_bounded_body() {
         seen.contains("x-token: abc") && seen.ends_with("{\"a\":1}"),
         "{seen}"
     );
+    // The handler got the header's value; no answer shows it again.
+    let args = |job: &pb::Job| {
+        let args = job.args.clone().expect("args");
+        serde_json::Value::Object(spindle::pb::json::struct_to_json(args, "args").unwrap())
+    };
+    let shown = |job: &pb::Job| args(job)["headers"].clone();
+    assert_eq!(shown(&done), json!({"x-token": "[redacted]"}));
+    let listed = (server.client.clone())
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(shown(&listed[0]), json!({"x-token": "[redacted]"}));
+    assert_eq!(args(&done)["url"], json!(url));
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use crate::model::violation::FieldViolation;
 use crate::pb;
 use crate::store::ListQuery;
 
-pub use super::reply::{event_to_pb, job_to_pb, kind_to_pb, state_to_pb, stats_to_pb};
+pub use super::reply::{event_to_pb, job_shown, job_to_pb, kind_to_pb, state_to_pb, stats_to_pb};
 pub use crate::pb::json::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 
 const MAX_QUEUE_NAME: usize = 64;

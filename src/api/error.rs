@@ -7,6 +7,7 @@ use prost::Message;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::access::Refusal;
 use crate::engine::EngineError;
 use crate::jobs::registry::ArgsErrorKind;
 use crate::model::violation::{FieldViolation, describe};
@@ -22,6 +23,9 @@ pub enum Error {
     /// The engine refused or failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The caller may not do this (a namespace its principal does not have).
+    #[error("{0}")]
+    Denied(String),
     /// A fault of the service itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -87,6 +91,7 @@ impl From<Error> for Status {
                 bad_request(Code::InvalidArgument, message, violations)
             }
             Error::Engine(e) => engine_status(e),
+            Error::Denied(why) => Status::permission_denied(bounded(&why, MAX_MESSAGE)),
             Error::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
                 Status::internal("internal error; see the server's log")
@@ -145,6 +150,15 @@ fn engine_status(e: EngineError) -> Status {
             bad_request(Code::InvalidArgument, message, &named)
         }
         EngineError::Template(inner) => template_status(*inner, message),
+        EngineError::QuotaExceeded {
+            namespace,
+            retry_after,
+            ..
+        } => {
+            let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+            details.add_quota_failure_violation(format!("namespace:{namespace}"), message.clone());
+            Status::with_error_details(Code::ResourceExhausted, message, details)
+        }
         EngineError::ScheduleNotFound(_) => Status::not_found(message),
         EngineError::ScheduleExists(_) => Status::already_exists(message),
         EngineError::ScheduleChanged { .. } | EngineError::ScheduleOverlap { .. } => {
@@ -184,6 +198,31 @@ fn template_status(inner: EngineError, message: String) -> Status {
         .map(|v| FieldViolation::new(format!("template.{}", v.field), v.description))
         .collect();
     bad_request(code, message, &prefixed)
+}
+
+/// RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` saying when to try again.
+fn exhausted(message: String, retry_after: std::time::Duration) -> Status {
+    let details = ErrorDetails::with_retry_info(Some(retry_after));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
+/// The status a call refused by the access gate gets, before any service sees it.
+pub fn refusal_status(refusal: &Refusal, method: &str) -> Status {
+    match refusal {
+        Refusal::Unauthenticated(why) => Status::unauthenticated(*why),
+        Refusal::Denied { principal, role } => Status::permission_denied(format!(
+            "principal {principal:?} (role {}) may not call {}",
+            role.name(),
+            bounded(method, 128)
+        )),
+        Refusal::Limited {
+            principal,
+            retry_after,
+        } => exhausted(
+            format!("principal {principal:?} is over its rate limit; retry in {retry_after:?}"),
+            *retry_after,
+        ),
+    }
 }
 
 /// One job's outcome in a SubmitBatch answer: the job, or the status Submit would have

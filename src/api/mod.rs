@@ -3,6 +3,7 @@
 //! which becomes a `tonic::Status` in one place ([`error`]). No scheduling logic lives
 //! here.
 
+pub mod caller;
 pub mod convert;
 pub mod echo;
 pub mod error;
@@ -17,6 +18,8 @@ use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 pub use error::Error;
+
+use caller::Caller;
 
 use crate::engine::Engine;
 use crate::model::violation::FieldViolation;
@@ -59,19 +62,35 @@ impl JobApi {
     }
 }
 
+/// A request's message, its namespace field resolved and checked for the caller
+/// ([`Caller::admit`]), and the caller.
+pub fn admit<T>(
+    request: Request<T>,
+    namespace: impl FnOnce(&mut T) -> &mut String,
+) -> Result<(T, Caller), Error> {
+    let caller = Caller::of(&request);
+    let mut message = request.into_inner();
+    caller.admit(namespace(&mut message))?;
+    Ok((message, caller))
+}
+
 /// The stream WatchProgress answers with.
 pub type JobEventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
 
 /// Each RPC's work, answering with the API's own [`Error`]; the trait impl below only
 /// unwraps requests and turns errors into statuses.
 impl JobApi {
-    async fn submit_one(&self, request: pb::SubmitRequest) -> Result<pb::SubmitResponse, Error> {
-        let spec = convert::submit_spec(request, self.max_args_bytes)?;
+    async fn submit_one(
+        &self,
+        request: pb::SubmitRequest,
+        caller: &Caller,
+    ) -> Result<pb::SubmitResponse, Error> {
+        let spec = convert::submit_spec(request, caller.max_args_bytes(self.max_args_bytes))?;
         let submitted = self.engine.submit(spec).await?;
         let job = &submitted.job;
         tracing::debug!(id = %job.id, kind = %job.spec.kind, existing = submitted.existing, "submitted");
         Ok(pb::SubmitResponse {
-            job: Some(convert::job_to_pb(job)),
+            job: Some(convert::job_shown(&self.engine, job)),
             existing: submitted.existing,
         })
     }
@@ -79,7 +98,9 @@ impl JobApi {
     async fn submit_many(
         &self,
         batch: pb::SubmitBatchRequest,
+        caller: &Caller,
     ) -> Result<pb::SubmitBatchResponse, Error> {
+        let max_args_bytes = caller.max_args_bytes(self.max_args_bytes);
         let namespace = convert::namespace(batch.namespace)?;
         let requests = batch.jobs;
         if requests.is_empty() || requests.len() > MAX_BATCH {
@@ -99,7 +120,7 @@ impl JobApi {
                 results.push(Some(error::batch_error(refusal)));
                 continue;
             }
-            match convert::submit_spec(request, self.max_args_bytes) {
+            match convert::submit_spec(request, max_args_bytes) {
                 Ok(spec) => {
                     specs.push(spec);
                     results.push(None);
@@ -133,7 +154,7 @@ impl JobApi {
                     .await?
             }
         };
-        Ok(convert::job_to_pb(&job))
+        Ok(convert::job_shown(&self.engine, &job))
     }
 
     async fn watch(&self, request: pb::WatchProgressRequest) -> Result<JobEventStream, Error> {
@@ -151,14 +172,17 @@ impl JobApi {
         let id = convert::job_id("id", &request.id)?;
         let namespace = convert::namespace(request.namespace)?;
         let job = self.engine.cancel(&namespace, id).await?;
-        Ok(convert::job_to_pb(&job))
+        Ok(convert::job_shown(&self.engine, &job))
     }
 
     async fn list(&self, request: pb::ListJobsRequest) -> Result<pb::ListJobsResponse, Error> {
         let query = convert::list_query(request)?;
         let (jobs, next) = self.engine.list(query).await?;
         Ok(pb::ListJobsResponse {
-            jobs: jobs.iter().map(convert::job_to_pb).collect(),
+            jobs: jobs
+                .iter()
+                .map(|job| convert::job_shown(&self.engine, job))
+                .collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
         })
     }
@@ -170,21 +194,25 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        Ok(Response::new(self.submit_one(request.into_inner()).await?))
+        let (request, caller) = admit(request, |r| &mut r.namespace)?;
+        Ok(Response::new(self.submit_one(request, &caller).await?))
     }
 
     async fn submit_batch(
         &self,
         request: Request<pb::SubmitBatchRequest>,
     ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
-        Ok(Response::new(self.submit_many(request.into_inner()).await?))
+        let (request, caller) = admit(request, |r| &mut r.namespace)?;
+        Ok(Response::new(self.submit_many(request, &caller).await?))
     }
 
     async fn get_status(
         &self,
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        Ok(Response::new(self.status(request.into_inner()).await?))
+        Ok(Response::new(
+            self.status(admit(request, |r| &mut r.namespace)?.0).await?,
+        ))
     }
 
     type WatchProgressStream = JobEventStream;
@@ -193,28 +221,36 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::WatchProgressRequest>,
     ) -> Result<Response<Self::WatchProgressStream>, Status> {
-        Ok(Response::new(self.watch(request.into_inner()).await?))
+        Ok(Response::new(
+            self.watch(admit(request, |r| &mut r.namespace)?.0).await?,
+        ))
     }
 
     async fn cancel(
         &self,
         request: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        Ok(Response::new(self.cancel_job(request.into_inner()).await?))
+        Ok(Response::new(
+            self.cancel_job(admit(request, |r| &mut r.namespace)?.0)
+                .await?,
+        ))
     }
 
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        Ok(Response::new(self.list(request.into_inner()).await?))
+        Ok(Response::new(
+            self.list(admit(request, |r| &mut r.namespace)?.0).await?,
+        ))
     }
 
     async fn get_stats(
         &self,
         request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::Stats>, Status> {
-        let namespace = convert::namespace(request.into_inner().namespace).map_err(Error::from)?;
+        let namespace = convert::namespace(admit(request, |r| &mut r.namespace)?.0.namespace)
+            .map_err(Error::from)?;
         Ok(Response::new(convert::stats_to_pb(
             &self.engine.stats(&namespace),
         )))
@@ -224,7 +260,8 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::ListKindsRequest>,
     ) -> Result<Response<pb::ListKindsResponse>, Status> {
-        let namespace = convert::namespace(request.into_inner().namespace).map_err(Error::from)?;
+        let namespace = convert::namespace(admit(request, |r| &mut r.namespace)?.0.namespace)
+            .map_err(Error::from)?;
         let builtin = self.engine.registry().kinds().map(|k| reply::kind_to_pb(k));
         let remote = (self.engine.remote_kinds(&namespace).into_iter())
             .map(|(kind, workers)| reply::remote_kind_to_pb(&kind, workers));
@@ -237,7 +274,8 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        let namespace = convert::namespace(request.into_inner().namespace).map_err(Error::from)?;
+        let namespace = convert::namespace(admit(request, |r| &mut r.namespace)?.0.namespace)
+            .map_err(Error::from)?;
         let workers = self.engine.workers(&namespace);
         let workers = workers.iter().map(reply::worker_to_pb).collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
@@ -247,7 +285,7 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::DrainWorkerRequest>,
     ) -> Result<Response<pb::Worker>, Status> {
-        let r = request.into_inner();
+        let (r, _) = admit(request, |r| &mut r.namespace)?;
         let namespace = convert::namespace(r.namespace).map_err(Error::from)?;
         let grace = match r.grace.map(std::time::Duration::try_from) {
             None => std::time::Duration::from_secs(30),

@@ -57,6 +57,17 @@ fn error_to_pb(f: &Failure) -> pb::JobError {
     }
 }
 
+/// A job as a client may see it: [`job_to_pb`] with the kind's secret args redacted.
+pub fn job_shown(engine: &crate::engine::Engine, job: &Job) -> pb::Job {
+    let mut shown = job_to_pb(job);
+    let spec = &job.spec;
+    if let Some(args) = engine.shown_args(&spec.namespace, &spec.kind, &spec.args) {
+        shown.args = args.as_object().map(json_to_struct);
+    }
+    shown
+}
+
+/// A job as a message, its args as stored: only [`job_shown`] goes to clients.
 pub fn job_to_pb(job: &Job) -> pb::Job {
     let args = match &job.spec.args {
         Json::Object(map) => Some(json_to_struct(map)),

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -15,14 +18,57 @@ use crate::pb;
 use crate::pb::job_service_client::JobServiceClient;
 use crate::pb::json::json_to_struct;
 
+/// A channel whose every call carries the `--token`, if one is given.
+pub type AuthedChannel = InterceptedService<Channel, Bearer>;
+
 /// The generated client over one channel.
-pub type Client = JobServiceClient<Channel>;
+pub type Client = JobServiceClient<AuthedChannel>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.write_str(if self.0.is_some() {
+            "Bearer(..)"
+        } else {
+            "Bearer(none)"
+        })
+    }
+}
+
+impl Bearer {
+    /// The interceptor for `token`; a token that cannot travel as metadata is a usage
+    /// error (named without its value).
+    pub fn new(token: Option<&str>) -> Result<Bearer, CliError> {
+        let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(Bearer(None));
+        };
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            CliError::Usage("--token (SPINDLE_TOKEN) holds characters a header cannot carry".into())
+        })?;
+        Ok(Bearer(Some(value)))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// A connected server and the namespace the commands act in.
 pub struct Remote {
     pub client: Client,
-    /// The connection, for the other services' clients.
-    pub channel: Channel,
+    /// The connection (with the token), for the other services' clients.
+    pub channel: AuthedChannel,
     /// The address as given, for messages.
     pub server: String,
     /// The namespace every request names (`--namespace`).
@@ -106,8 +152,14 @@ impl CliError {
 }
 
 /// Connects to the server, to act in `namespace`.
-pub async fn connect(server: &str, namespace: &str, tls: &ClientTls) -> Result<Remote, CliError> {
-    let channel = connect_channel(server, tls).await?;
+pub async fn connect(
+    server: &str,
+    namespace: &str,
+    tls: &ClientTls,
+    token: Option<&str>,
+) -> Result<Remote, CliError> {
+    let bearer = Bearer::new(token)?;
+    let channel = InterceptedService::new(connect_channel(server, tls).await?, bearer);
     Ok(Remote {
         client: JobServiceClient::new(channel.clone()),
         channel,

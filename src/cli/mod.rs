@@ -11,6 +11,7 @@ macro_rules! out {
     };
 }
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub(crate) mod render;
@@ -39,14 +40,13 @@ pub struct Cli {
     /// Print JSON instead of text (one object per line for lists and watch events).
     #[arg(long, global = true)]
     pub json: bool,
-    /// The namespace the client commands act in.
-    #[arg(
-        long,
-        global = true,
-        env = "SPINDLE_NAMESPACE",
-        default_value = "default"
-    )]
+    /// The namespace the client commands act in (default: "default", or the only
+    /// namespace the token may use).
+    #[arg(long, global = true, env = "SPINDLE_NAMESPACE", default_value = "")]
     pub namespace: String,
+    /// The token to call with (see `spindle auth add`); sent as `authorization: Bearer`.
+    #[arg(long, global = true, env = "SPINDLE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// The CA that signed the server's certificate (PEM); implies https.
     #[arg(long, global = true, env = "SPINDLE_CA")]
     pub ca: Option<std::path::PathBuf>,
@@ -88,6 +88,9 @@ pub enum Command {
     /// Periodic jobs: create, list, get, pause, resume, trigger, backfill, delete, and
     /// `preview` (a spec's next fire times, computed locally).
     Schedule(schedule::ScheduleArgs),
+    /// Manage the auth file (`serve --auth`): add a principal with a new token, list,
+    /// remove. Local: no server involved.
+    Auth(auth::AuthArgs),
     /// Measure throughput and latency (workloads W1-W8) and print a table.
     Bench(bench::BenchArgs),
     /// W6's client process: times sequential calls and prints percentiles as JSON.
@@ -228,9 +231,10 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
         cert: cli.cert.clone(),
         key: cli.key.clone(),
     };
-    let mut c = client::connect(&cli.server, &cli.namespace, &tls).await?;
+    let mut c = client::connect(&cli.server, &cli.namespace, &tls, cli.token.as_deref()).await?;
     match command {
         Command::Serve(_)
+        | Command::Auth(_)
         | Command::Bench(_)
         | Command::BenchProbe(_)
         | Command::BenchEcho(_)
@@ -293,7 +297,14 @@ async fn client_command(cli: Cli) -> Result<u8, client::CliError> {
                     out!("{}", render::worker_json(w));
                 }
             } else if workers.is_empty() {
-                out!("no workers in namespace {}", c.namespace);
+                out!(
+                    "no workers in namespace {}",
+                    if c.namespace.is_empty() {
+                        "default"
+                    } else {
+                        &c.namespace
+                    }
+                );
             } else {
                 out!("{}", render::workers_table(&workers));
             }

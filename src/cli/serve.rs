@@ -30,10 +30,16 @@ pub struct ServeArgs {
     /// for more queues.
     #[arg(long = "queue-limit", env = "SPINDLE_QUEUE_LIMITS", value_delimiter = ',', value_parser = parse_queue_limit)]
     pub queue_limits: Vec<(String, usize)>,
-    /// Address to listen on. Only a loopback address unless --insecure is given.
+    /// Address to listen on. Only a loopback address unless clients must authenticate
+    /// (--auth or --tls-client-ca) or --insecure is given.
     #[arg(long, env = "SPINDLE_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
-    /// Listen on a non-loopback address although nothing authenticates clients yet: anyone
+    /// Who may call: an auth file of principals (token hashes, roles, namespaces, limits)
+    /// and namespace quotas; see `spindle auth add`. Reloaded on SIGHUP. Without it,
+    /// every caller may do everything.
+    #[arg(long, env = "SPINDLE_AUTH")]
+    pub auth: Option<PathBuf>,
+    /// Listen on a non-loopback address although nothing authenticates clients: anyone
     /// who reaches the port can submit, read and cancel every job. For trusted networks
     /// only (a private container network, say).
     #[arg(long, env = "SPINDLE_INSECURE")]
@@ -196,6 +202,7 @@ impl ServeArgs {
                 }),
                 _ => None,
             },
+            auth: self.auth.clone(),
         }
     }
 }

@@ -78,6 +78,13 @@ pub enum EngineError {
         "schedule {id:?}'s previous job {running} is still running and its overlap policy does not allow another; nothing fired"
     )]
     ScheduleOverlap { id: String, running: JobId },
+    /// The namespace is at a quota; nothing was stored. Retry after the delay.
+    #[error("namespace {namespace:?} is at its quota of {what}; retry in {retry_after:?}")]
+    QuotaExceeded {
+        namespace: String,
+        what: String,
+        retry_after: std::time::Duration,
+    },
     /// The store failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),

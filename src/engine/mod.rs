@@ -13,6 +13,7 @@ mod dispatch;
 pub mod error;
 mod live;
 mod queue;
+mod quota;
 mod report;
 mod run;
 mod schedule;
@@ -27,6 +28,7 @@ pub use stats::Stats;
 pub use submit::Submitted;
 pub use watch::EventStream;
 
+use crate::access::quota::args_bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -131,6 +133,8 @@ struct Shared {
     background: TaskTracker,
     watchers: AtomicUsize,
     totals: stats::Totals,
+    /// Per-namespace quotas and usage.
+    quotas: quota::Quotas,
     started_at: SystemTime,
 }
 
@@ -219,6 +223,7 @@ impl Engine {
             background: TaskTracker::new(),
             watchers: AtomicUsize::new(0),
             totals: stats::Totals::default(),
+            quotas: quota::Quotas::default(),
             started_at: SystemTime::now(),
         };
         let engine = Engine {
@@ -242,6 +247,29 @@ impl Engine {
     /// The registered kinds.
     pub fn registry(&self) -> &Registry {
         &self.shared.registry
+    }
+
+    /// `args` as a client may see them: a kind's secret fields (`writeOnly` in its schema,
+    /// built in or declared by a worker in `namespace`) replaced by a redaction mark.
+    /// `None` when the kind has no secrets (show the args as they are).
+    pub fn shown_args(
+        &self,
+        namespace: &str,
+        kind: &str,
+        args: &serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        let redact = |secrets: &crate::model::secret::Secrets| {
+            let mut shown = args.clone();
+            secrets.redact(&mut shown);
+            shown
+        };
+        match self.shared.registry.get(kind) {
+            Some(builtin) => builtin.secrets().map(redact),
+            None => {
+                let declared = self.shared.remote_kinds.get(namespace, kind)?;
+                declared.secrets.as_ref().map(redact)
+            }
+        }
     }
 
     /// The engine's wall clock (follows tokio's clock; see [`clock`]).
@@ -416,6 +444,7 @@ impl Engine {
         job.last_seq = self.shared.store.save(job, &events, now).await?;
         let live = self.lock().live.remove(&job.id);
         (self.shared.totals).finished(&job.spec.namespace, job.state);
+        (self.shared.quotas).release(&job.spec.namespace, args_bytes(&job.spec.args));
         if let Some(fired_by) = &job.schedule {
             let key = (job.spec.namespace.clone(), fired_by.id.clone());
             let _ = self.shared.schedule_ended.send(key);
@@ -426,6 +455,20 @@ impl Engine {
             tx.send_modify(|log| log.appended(&events, job.last_seq, now));
         }
         Ok(())
+    }
+
+    /// Puts per-namespace quotas in force (replacing all earlier ones) for submits from now
+    /// on; jobs already accepted stay.
+    pub fn set_quotas(
+        &self,
+        quotas: std::collections::BTreeMap<String, crate::access::quota::Quota>,
+    ) {
+        self.shared.quotas.set(quotas);
+    }
+
+    /// A namespace's unfinished jobs and the bytes of args they carry, as quotas count them.
+    pub fn quota_usage(&self, namespace: &str) -> (u64, u64) {
+        self.shared.quotas.usage(namespace)
     }
 
     /// Waiting jobs per local pool (IO, CPU) and running jobs (remote ones included).

@@ -101,6 +101,8 @@ impl Engine {
             self.go_live(job.id, job.last_seq);
             // Counted as submitted, so the totals never show more finished than came in.
             self.shared.totals.submitted(&job.spec.namespace);
+            let bytes = crate::access::quota::args_bytes(&job.spec.args);
+            self.shared.quotas.charge(&job.spec.namespace, 1, bytes);
             if job.state == JobState::Running && job.holder.is_some() {
                 held += 1;
                 let key = (

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use super::queue::Place;
 use super::run::StopReason;
 use super::{Engine, EngineError};
+use crate::access::quota::args_bytes;
 use crate::model::job::{
     EventData, Failure, FailureKind, Job, JobId, JobSpec, JobState, RetryPolicy,
 };
@@ -31,11 +32,24 @@ impl Engine {
     /// idempotency key returns the existing job, or fails if the request differs.
     pub async fn submit(&self, spec: JobSpec) -> Result<Submitted, EngineError> {
         let job = self.prepare(spec).await?;
+        self.reserve(&job)?;
         self.go_live(job.id, 0);
         let first = EventData::state_of(&job);
         let at = job.created_at;
         let inserted = self.shared.store.insert(&job, &[first], at).await;
         self.accept(job, inserted.map_err(EngineError::from), at)
+    }
+
+    /// Checks a client's job against its namespace's quota and charges it.
+    fn reserve(&self, job: &Job) -> Result<(), EngineError> {
+        let bytes = args_bytes(&job.spec.args);
+        let now = tokio::time::Instant::now();
+        self.shared.quotas.reserve(&job.spec.namespace, bytes, now)
+    }
+
+    /// Gives back a reserved job that was not created after all.
+    fn unreserve(&self, job: &Job) {
+        (self.shared.quotas).release(&job.spec.namespace, args_bytes(&job.spec.args));
     }
 
     /// Submits many jobs in one store commit. Each spec is checked on its own and gets its
@@ -48,12 +62,18 @@ impl Engine {
         let mut results: Vec<Option<Result<Submitted, EngineError>>> = Vec::new();
         let mut jobs = Vec::with_capacity(specs.len());
         for spec in specs {
-            match self.prepare(spec).await {
+            match self.prepare(spec).await.and_then(|job| {
+                self.reserve(&job)?;
+                Ok(job)
+            }) {
                 Ok(job) => {
                     jobs.push((results.len(), job));
                     results.push(None);
                 }
-                Err(EngineError::ShuttingDown) => return Err(EngineError::ShuttingDown),
+                Err(EngineError::ShuttingDown) => {
+                    jobs.iter().for_each(|(_, job)| self.unreserve(job));
+                    return Err(EngineError::ShuttingDown);
+                }
                 Err(e) => results.push(Some(Err(e))),
             }
         }
@@ -72,6 +92,8 @@ impl Engine {
                 for (_, job) in &jobs {
                     state.live.remove(&job.id);
                 }
+                drop(state);
+                jobs.iter().for_each(|(_, job)| self.unreserve(job));
                 return Err(e.into());
             }
         };
@@ -147,10 +169,12 @@ impl Engine {
             }
             Ok(Inserted::Existing(existing)) => {
                 self.lock().live.remove(&job.id);
+                self.unreserve(&job);
                 same_request(&job, *existing)
             }
             Err(e) => {
                 self.lock().live.remove(&job.id);
+                self.unreserve(&job);
                 Err(e)
             }
         }
@@ -161,7 +185,7 @@ impl Engine {
     pub(super) fn accept_stored(&self, jobs: Vec<(Job, u64)>, at: SystemTime) {
         let mut woken = std::collections::BTreeSet::new();
         let mut watched = Vec::new();
-        let mut namespaces: Vec<(String, u64)> = Vec::new();
+        let mut namespaces: Vec<(String, u64, u64)> = Vec::new();
         {
             let mut state = self.lock();
             for (mut job, seq) in jobs {
@@ -173,12 +197,13 @@ impl Engine {
                     }
                     None => {}
                 }
+                let bytes = args_bytes(&job.spec.args);
                 match namespaces
                     .iter_mut()
-                    .find(|(ns, _)| *ns == job.spec.namespace)
+                    .find(|(ns, _, _)| *ns == job.spec.namespace)
                 {
-                    Some((_, n)) => *n += 1,
-                    None => namespaces.push((job.spec.namespace.clone(), 1)),
+                    Some((_, n, b)) => (*n, *b) = (*n + 1, *b + bytes),
+                    None => namespaces.push((job.spec.namespace.clone(), 1, bytes)),
                 }
                 woken.insert(self.place(&mut state, job));
             }
@@ -186,8 +211,9 @@ impl Engine {
         for (id, event, seq) in watched {
             self.publish(id, &[event], seq, at);
         }
-        for (namespace, n) in namespaces {
+        for (namespace, n, bytes) in namespaces {
             self.shared.totals.submitted_many(&namespace, n);
+            self.shared.quotas.charge(&namespace, n, bytes);
         }
         woken.into_iter().for_each(|w| self.wake(w));
     }

@@ -50,8 +50,10 @@ pub struct HttpArgs {
     /// The HTTP method (default GET).
     #[serde(default = "default_method")]
     pub method: String,
-    /// Request headers.
+    /// Request headers. Their values are secret (`writeOnly`): kept for the call, never
+    /// shown again (GetStatus and ListJobs show "[redacted]").
     #[serde(default)]
+    #[schemars(extend("additionalProperties" = {"type": "string", "writeOnly": true}))]
     pub headers: BTreeMap<String, String>,
     /// The request body, sent as given.
     #[serde(default)]

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use schemars::JsonSchema;
+
+use crate::model::secret::Secrets;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -111,6 +113,8 @@ pub struct JobKind {
     description: String,
     pool: Pool,
     schema: Value,
+    /// The schema's `writeOnly` fields, redacted wherever args are shown.
+    secrets: Option<Arc<Secrets>>,
     check: Check,
     check_blocks: bool,
     retry: RetryPolicy,
@@ -198,6 +202,11 @@ impl JobKind {
         &self.schema
     }
 
+    /// The args fields that are never shown back (`writeOnly` in the schema).
+    pub fn secrets(&self) -> Option<&Secrets> {
+        self.secrets.as_deref()
+    }
+
     /// The retry policy of jobs that do not bring their own.
     pub fn retry(&self) -> &RetryPolicy {
         &self.retry
@@ -237,6 +246,7 @@ impl<A: JobArgs> KindBuilder<A> {
                 name: name.to_string(),
                 description: description.to_string(),
                 pool,
+                secrets: Secrets::from_schema(&schema).map(Arc::new),
                 schema,
                 check,
                 check_blocks: false,

@@ -7,6 +7,7 @@
 mod compact;
 pub mod job;
 pub mod schedule;
+pub mod secret;
 pub mod text;
 pub mod violation;
 pub mod worker;

@@ -68,6 +68,23 @@ impl TestWorker {
 
     /// Opens a session whose first messages are `first` (a test may start without hello).
     pub async fn open(addr: SocketAddr, first: Vec<ToServer>) -> Result<Self, Status> {
+        Self::open_as(addr, None, first).await
+    }
+
+    /// Opens a session with `hello`, calling with a bearer token.
+    pub async fn connect_as(
+        addr: SocketAddr,
+        token: &str,
+        hello: pbw::Hello,
+    ) -> Result<Self, Status> {
+        Self::open_as(addr, Some(token), vec![ToServer::Hello(hello)]).await
+    }
+
+    async fn open_as(
+        addr: SocketAddr,
+        token: Option<&str>,
+        first: Vec<ToServer>,
+    ) -> Result<Self, Status> {
         let (tx, rx) = mpsc::channel(1024);
         for m in first {
             tx.send(pbw::WorkerMessage { message: Some(m) })
@@ -75,7 +92,12 @@ impl TestWorker {
                 .expect("queue");
         }
         let mut client = worker_client(addr).await;
-        let mut rx = client.session(ReceiverStream::new(rx)).await?.into_inner();
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("metadata");
+            request.metadata_mut().insert("authorization", value);
+        }
+        let mut rx = client.session(request).await?.into_inner();
         let welcome = match rx.message().await? {
             Some(pbw::ServerMessage {
                 message: Some(FromServer::Welcome(w)),

@@ -4,7 +4,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::api::convert::{check_name, submit_spec};
-use crate::api::reply::{job_to_pb, timestamp};
+use crate::api::reply::{job_shown, timestamp};
+use crate::engine::Engine;
 use crate::engine::schedules::{ScheduleDraft, ScheduleView};
 use crate::model::job::{JobId, JobSpec};
 use crate::model::schedule::{DEFAULT_CATCHUP, OverlapPolicy, Repeat, Run, RunOutcome, SpecInput};
@@ -284,15 +285,15 @@ fn spec_to_pb(view: &ScheduleView) -> pb::ScheduleSpec {
     }
 }
 
-/// The template as a SubmitRequest (its args as given).
-fn template_to_pb(spec: &JobSpec) -> pb::SubmitRequest {
+/// The template as a SubmitRequest (its args as given, secret ones redacted).
+fn template_to_pb(spec: &JobSpec, engine: &Engine) -> pb::SubmitRequest {
     // A job of the template shows every field the way GetStatus would.
     let job = crate::model::job::Job::new(
         spec.clone(),
         spec.retry.clone().unwrap_or_default(),
         UNIX_EPOCH,
     );
-    let shown = job_to_pb(&job);
+    let shown = job_shown(engine, &job);
     pb::SubmitRequest {
         kind: shown.kind,
         args: shown.args,
@@ -306,13 +307,13 @@ fn template_to_pb(spec: &JobSpec) -> pb::SubmitRequest {
     }
 }
 
-pub fn schedule_to_pb(view: &ScheduleView) -> pb::Schedule {
+pub fn schedule_to_pb(view: &ScheduleView, engine: &Engine) -> pb::Schedule {
     let schedule = &view.schedule;
     pb::Schedule {
         id: schedule.id.clone(),
         namespace: schedule.namespace.clone(),
         spec: Some(spec_to_pb(view)),
-        template: Some(template_to_pb(&schedule.template)),
+        template: Some(template_to_pb(&schedule.template, engine)),
         policies: Some(pb::SchedulePolicies {
             overlap: overlap_to_pb(schedule.overlap).into(),
             catchup_window: schedule.catchup_window.try_into().ok(),

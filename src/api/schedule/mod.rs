@@ -7,7 +7,7 @@ pub mod convert;
 use tonic::{Request, Response, Status};
 
 use crate::api::Error;
-use crate::api::convert::{DEFAULT_MAX_ARGS_BYTES, job_to_pb, namespace};
+use crate::api::convert::{DEFAULT_MAX_ARGS_BYTES, job_shown, namespace};
 use crate::engine::Engine;
 use crate::model::violation::FieldViolation;
 use crate::pb;
@@ -53,10 +53,11 @@ fn reference(ns: String, id: &str) -> Result<String, Error> {
 
 /// An engine call's schedule as the answer, or its error as the status.
 fn answer(
+    engine: &Engine,
     view: Result<crate::engine::schedules::ScheduleView, crate::engine::EngineError>,
 ) -> Result<Response<pb::Schedule>, Status> {
     let view = view.map_err(Error::from)?;
-    Ok(Response::new(convert::schedule_to_pb(&view)))
+    Ok(Response::new(convert::schedule_to_pb(&view, engine)))
 }
 
 impl ScheduleApi {
@@ -87,7 +88,7 @@ impl ScheduleApi {
         let view = (self.engine)
             .create_schedule(&ns, &req.id, draft, req.paused, req.note, req.request_id)
             .await?;
-        Ok(Response::new(convert::schedule_to_pb(&view)))
+        Ok(Response::new(convert::schedule_to_pb(&view, &self.engine)))
     }
 
     async fn update(
@@ -115,7 +116,7 @@ impl ScheduleApi {
             .engine
             .update_schedule(&ns, &req.id, draft, token)
             .await?;
-        Ok(Response::new(convert::schedule_to_pb(&view)))
+        Ok(Response::new(convert::schedule_to_pb(&view, &self.engine)))
     }
 
     async fn list(
@@ -143,7 +144,10 @@ impl ScheduleApi {
         let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
         let (views, next) = self.engine.list_schedules(&ns, after, limit).await?;
         Ok(pb::ListSchedulesResponse {
-            schedules: views.iter().map(convert::schedule_to_pb).collect(),
+            schedules: views
+                .iter()
+                .map(|v| convert::schedule_to_pb(v, &self.engine))
+                .collect(),
             next_page_token: next.unwrap_or_default(),
         })
     }
@@ -186,37 +190,44 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<pb::CreateScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        Ok(self.create(request.into_inner()).await?)
+        Ok(self
+            .create(super::admit(request, |r| &mut r.namespace)?.0)
+            .await?)
     }
 
     async fn get_schedule(
         &self,
         request: Request<pb::GetScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        let req = request.into_inner();
+        let req = super::admit(request, |r| &mut r.namespace)?.0;
         let ns = reference(req.namespace, &req.id)?;
-        answer(self.engine.get_schedule(&ns, &req.id).await)
+        answer(&self.engine, self.engine.get_schedule(&ns, &req.id).await)
     }
 
     async fn list_schedules(
         &self,
         request: Request<pb::ListSchedulesRequest>,
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
-        Ok(Response::new(self.list(request.into_inner()).await?))
+        Ok(Response::new(
+            self.list(super::admit(request, |r| &mut r.namespace)?.0)
+                .await?,
+        ))
     }
 
     async fn update_schedule(
         &self,
         request: Request<pb::UpdateScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        Ok(self.update(request.into_inner()).await?)
+        Ok(self
+            .update(super::admit(request, |r| &mut r.namespace)?.0)
+            .await?)
     }
 
     async fn delete_schedule(
         &self,
         request: Request<pb::ScheduleRef>,
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
-        let req = request.into_inner();
+        let req = super::admit(request, |r| &mut r.namespace)?.0;
         let ns = reference(req.namespace, &req.id)?;
         self.engine
             .delete_schedule(&ns, &req.id)
@@ -229,43 +240,52 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<pb::PauseScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        let req = request.into_inner();
+        let req = super::admit(request, |r| &mut r.namespace)?.0;
         let ns = reference(req.namespace, &req.id)?;
         let mut bad = Vec::new();
         convert::note(&req.note, &mut bad);
         if !bad.is_empty() {
             return Err(Error::from(bad).into());
         }
-        answer(self.engine.pause_schedule(&ns, &req.id, req.note).await)
+        answer(
+            &self.engine,
+            self.engine.pause_schedule(&ns, &req.id, req.note).await,
+        )
     }
 
     async fn resume_schedule(
         &self,
         request: Request<pb::ScheduleRef>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        let req = request.into_inner();
+        let req = super::admit(request, |r| &mut r.namespace)?.0;
         let ns = reference(req.namespace, &req.id)?;
-        answer(self.engine.resume_schedule(&ns, &req.id).await)
+        answer(
+            &self.engine,
+            self.engine.resume_schedule(&ns, &req.id).await,
+        )
     }
 
     async fn trigger_schedule(
         &self,
         request: Request<pb::ScheduleRef>,
     ) -> Result<Response<pb::Job>, Status> {
-        let req = request.into_inner();
+        let req = super::admit(request, |r| &mut r.namespace)?.0;
         let ns = reference(req.namespace, &req.id)?;
         let job = self
             .engine
             .trigger_schedule(&ns, &req.id)
             .await
             .map_err(Error::from)?;
-        Ok(Response::new(job_to_pb(&job)))
+        Ok(Response::new(job_shown(&self.engine, &job)))
     }
 
     async fn backfill_schedule(
         &self,
         request: Request<pb::BackfillScheduleRequest>,
     ) -> Result<Response<pb::BackfillScheduleResponse>, Status> {
-        Ok(Response::new(self.backfill(request.into_inner()).await?))
+        Ok(Response::new(
+            self.backfill(super::admit(request, |r| &mut r.namespace)?.0)
+                .await?,
+        ))
     }
 }

@@ -57,13 +57,17 @@ impl WorkerService for WorkerApi {
             .remote_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
+        let caller = super::caller::Caller::of(&request);
         let mut inbound = request.into_inner();
         let first = inbound.message().await?;
-        let Some(Message::Hello(hello)) = first.and_then(|m| m.message) else {
+        let Some(Message::Hello(mut hello)) = first.and_then(|m| m.message) else {
             return Err(Status::invalid_argument(
                 "the first message of a session must be hello",
             ));
         };
+        // A worker token serves only its namespaces: the hello's is checked like any
+        // request's, so the session, its leases and its kinds stay inside them.
+        caller.admit(&mut hello.namespace)?;
         let hello = convert::hello(hello, host).map_err(Error::from)?;
         let (session, welcome, outbox) =
             (self.engine.connect_worker(hello).await).map_err(Error::from)?;
@@ -77,7 +81,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pbw::CompleteRequest>,
     ) -> Result<Response<pbw::CompleteResponse>, Status> {
-        let r = request.into_inner();
+        let (r, _) = super::admit(request, |r| &mut r.namespace)?;
         let complete = r.complete.ok_or_else(|| missing("complete"))?;
         let lease = convert::lease("complete.lease", complete.lease).map_err(Error::from)?;
         let value = convert::result(complete.result).map_err(Error::from)?;
@@ -90,7 +94,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pbw::FailRequest>,
     ) -> Result<Response<pbw::FailResponse>, Status> {
-        let r = request.into_inner();
+        let (r, _) = super::admit(request, |r| &mut r.namespace)?;
         let fail = r.fail.ok_or_else(|| missing("fail"))?;
         let lease = convert::lease("fail.lease", fail.lease).map_err(Error::from)?;
         let report = Report::Fail {

@@ -136,7 +136,7 @@ pub async fn run(r: &mut Remote, command: &ScheduleCommand, json: bool) -> Resul
 
 /// Every schedule of the namespace, page by page.
 async fn list(
-    client: &mut ScheduleServiceClient<tonic::transport::Channel>,
+    client: &mut ScheduleServiceClient<crate::cli::client::AuthedChannel>,
     namespace: &str,
     json: bool,
 ) -> Result<(), tonic::Status> {

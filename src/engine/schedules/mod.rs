@@ -75,6 +75,17 @@ impl Engine {
             request_id,
         };
         let mut table = self.shared.schedules.lock().await;
+        let max = self.shared.quotas.of(namespace).and_then(|q| q.schedules);
+        let exists = table
+            .get(&(namespace.to_string(), id.to_string()))
+            .is_some();
+        if let Some(max) = max.filter(|max| !exists && table.count_in(namespace) >= *max) {
+            return Err(EngineError::QuotaExceeded {
+                namespace: namespace.to_string(),
+                what: format!("{max} schedules (schedules=)"),
+                retry_after: std::time::Duration::from_secs(60),
+            });
+        }
         let plan = Planned {
             write: crate::store::ScheduleWrite {
                 schedule: schedule.clone(),

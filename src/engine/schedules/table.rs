@@ -125,6 +125,15 @@ impl Table {
         Some(entry)
     }
 
+    /// How many schedules a namespace has (a walk over every key: only a create under a
+    /// schedule quota asks).
+    pub fn count_in(&self, namespace: &str) -> u64 {
+        self.handles
+            .keys()
+            .filter(|(ns, _)| ns == namespace)
+            .count() as u64
+    }
+
     pub fn get(&self, key: &Key) -> Option<&Entry> {
         self.entries.get(self.handles.get(key)?)
     }

@@ -3,6 +3,7 @@
 //! built-in kind's check does. Declarations are stored before they count, so a kind stays
 //! known across restarts and while no worker is connected.
 
+use crate::model::secret::Secrets;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -22,6 +23,8 @@ const MAX_VIOLATIONS: usize = 20;
 pub struct Declared {
     pub kind: RemoteKind,
     validator: Option<jsonschema::Validator>,
+    /// The schema's `writeOnly` fields, redacted wherever args are shown.
+    pub secrets: Option<Secrets>,
 }
 
 impl std::fmt::Debug for Declared {
@@ -38,7 +41,12 @@ impl Declared {
             Some(schema) => Some(jsonschema::validator_for(schema).map_err(|e| e.to_string())?),
             None => None,
         };
-        Ok(Declared { kind, validator })
+        let secrets = kind.args_schema.as_ref().and_then(Secrets::from_schema);
+        Ok(Declared {
+            kind,
+            validator,
+            secrets,
+        })
     }
 
     /// Checks args against the schema, naming each bad field (`args.paths[0]`).
@@ -88,7 +96,13 @@ impl RemoteKinds {
             let name = kind.name.clone();
             let declared = Declared::new(kind.clone()).unwrap_or_else(|e| {
                 tracing::warn!(%namespace, kind = %name, error = %e, "a stored args schema does not compile; ignoring it");
-                Declared { kind, validator: None }
+                // Its secrets still hold: redaction does not need a compiled schema.
+                let secrets = kind.args_schema.as_ref().and_then(Secrets::from_schema);
+                Declared {
+                    kind,
+                    validator: None,
+                    secrets,
+                }
             });
             kinds.insert((namespace, name), Arc::new(declared));
         }

@@ -513,12 +513,10 @@ async fn quotas_refuse_with_a_retry_delay_and_free_up_as_jobs_finish() {
 
 #[tokio::test]
 async fn a_principals_own_rate_and_args_limits_hold() {
-    let lines = [principal(
-        "slow",
-        "submitter",
-        "*",
-        "rate=3/min burst=3 max-args=64",
-    )];
+    let lines = [
+        principal("slow", "submitter", "*", "rate=3/min burst=3 max-args=64"),
+        principal("eyes", "submitter", "*", "watchers=1"),
+    ];
     let (server, _dir) = serve(&lines).await;
     let mut c = server.client().await;
     let big = request("demo.noop", json!({"pad": "x".repeat(100)}));
@@ -547,5 +545,43 @@ async fn a_principals_own_rate_and_args_limits_hold() {
     assert!(
         wait > Duration::from_secs(15) && wait <= Duration::from_secs(20),
         "{wait:?}"
+    );
+    // watchers=1: a second open stream is refused until the first is dropped.
+    let job = submit_as(&mut c, "tok-eyes", "", "").await.unwrap();
+    let watch = || pb::WatchProgressRequest {
+        id: job.id.clone(),
+        ..Default::default()
+    };
+    let first = c
+        .watch_progress(as_(Some("tok-eyes"), watch()))
+        .await
+        .unwrap();
+    let second = c
+        .watch_progress(as_(Some("tok-eyes"), watch()))
+        .await
+        .unwrap_err();
+    assert_eq!(second.code(), Code::ResourceExhausted);
+    assert!(
+        second.message().contains("1 watch streams open"),
+        "{}",
+        second.message()
+    );
+    assert_eq!(retry_after(&second), Duration::from_secs(1));
+    drop(first);
+    // The server sees the stream end when the client's drop reaches it.
+    let mut reopened = None;
+    for _ in 0..200 {
+        match c.watch_progress(as_(Some("tok-eyes"), watch())).await {
+            Ok(stream) => {
+                reopened = Some(stream);
+                break;
+            }
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "the dropped stream's place was never freed"
     );
 }

@@ -14,6 +14,7 @@ pub mod quota;
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -208,12 +209,15 @@ pub enum Refusal {
     },
 }
 
-/// The current policy and the principals' rate buckets.
+/// The current policy, the principals' rate buckets and their open watch streams.
 #[derive(Debug, Default)]
 pub struct Gate {
     policy: RwLock<Arc<Policy>>,
     /// Per principal name, so a reload keeps a principal's bucket.
     buckets: Mutex<HashMap<String, TokenBucket>>,
+    /// Open WatchProgress streams per principal name (kept across reloads: the streams
+    /// stay open).
+    watching: Mutex<HashMap<String, Arc<AtomicU64>>>,
 }
 
 impl Gate {
@@ -221,6 +225,7 @@ impl Gate {
         Gate {
             policy: RwLock::new(Arc::new(policy)),
             buckets: Mutex::default(),
+            watching: Mutex::default(),
         }
     }
 
@@ -239,6 +244,12 @@ impl Gate {
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         buckets.retain(|name, _| names.contains(name));
+    }
+
+    /// The count of a principal's open watch streams.
+    pub fn watching(&self, principal: &str) -> Arc<AtomicU64> {
+        let mut watching = self.watching.lock().unwrap_or_else(|e| e.into_inner());
+        watching.entry(principal.to_string()).or_default().clone()
     }
 
     /// Admits a call to `path` with this `authorization` metadata value, or says why not.

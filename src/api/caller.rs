@@ -4,6 +4,7 @@
 //! [`Caller::admit`] before it converts the request.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tonic::Request;
 
@@ -15,6 +16,21 @@ use crate::access::Principal;
 pub struct Admitted {
     pub principal: Arc<Principal>,
     pub method: Arc<str>,
+    /// The principal's open watch streams (shared by all its calls).
+    pub watching: Arc<AtomicU64>,
+}
+
+/// One of a principal's open watch streams; dropping it (the stream ends or the client
+/// leaves) frees its place.
+#[derive(Debug)]
+pub struct WatchSlot(Option<Arc<AtomicU64>>);
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        if let Some(count) = &self.0 {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A call's caller: a principal, or anyone when the server checks no tokens.
@@ -54,6 +70,30 @@ impl Caller {
                 Err(Error::Denied(denied.to_string()))
             }
         }
+    }
+
+    /// A place for one more watch stream, or RESOURCE_EXHAUSTED if the principal has its
+    /// `watchers=` open already.
+    pub fn watch_slot(&self) -> Result<WatchSlot, Error> {
+        let Some(admitted) = &self.0 else {
+            return Ok(WatchSlot(None));
+        };
+        let Some(max) = admitted.principal.limits.watchers else {
+            return Ok(WatchSlot(None));
+        };
+        let count = admitted.watching.clone();
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            let name = &admitted.principal.name;
+            tracing::warn!(principal = %name, method = %admitted.method, max, "refused: watch streams");
+            return Err(Error::Exhausted {
+                message: format!(
+                    "principal {name:?} has {max} watch streams open (watchers=); close one or retry later"
+                ),
+                retry_after: std::time::Duration::from_secs(1),
+            });
+        }
+        Ok(WatchSlot(Some(count)))
     }
 
     /// The largest args this caller may send: the server's limit, or the principal's own

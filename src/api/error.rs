@@ -26,6 +26,12 @@ pub enum Error {
     /// The caller may not do this (a namespace its principal does not have).
     #[error("{0}")]
     Denied(String),
+    /// The caller is over one of its limits; retry after the delay.
+    #[error("{message}")]
+    Exhausted {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// A fault of the service itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -92,6 +98,10 @@ impl From<Error> for Status {
             }
             Error::Engine(e) => engine_status(e),
             Error::Denied(why) => Status::permission_denied(bounded(&why, MAX_MESSAGE)),
+            Error::Exhausted {
+                message,
+                retry_after,
+            } => exhausted(message, retry_after),
             Error::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
                 Status::internal("internal error; see the server's log")

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 pub use error::Error;
 
-use caller::Caller;
+use caller::{Caller, WatchSlot};
 
 use crate::engine::Engine;
 use crate::model::violation::FieldViolation;
@@ -157,13 +157,21 @@ impl JobApi {
         Ok(convert::job_shown(&self.engine, &job))
     }
 
-    async fn watch(&self, request: pb::WatchProgressRequest) -> Result<JobEventStream, Error> {
+    async fn watch(
+        &self,
+        request: pb::WatchProgressRequest,
+        slot: WatchSlot,
+    ) -> Result<JobEventStream, Error> {
         let id = convert::job_id("id", &request.id)?;
         let namespace = convert::namespace(request.namespace)?;
         let events = self.engine.watch(&namespace, id, request.after_seq).await?;
-        let events = events.map(move |event| match event {
-            Ok(event) => Ok(convert::event_to_pb(id, &event)),
-            Err(e) => Err(Status::from(Error::from(e))),
+        // The stream holds the caller's watch slot until it ends or is dropped.
+        let events = events.map(move |event| {
+            let _held = &slot;
+            match event {
+                Ok(event) => Ok(convert::event_to_pb(id, &event)),
+                Err(e) => Err(Status::from(Error::from(e))),
+            }
         });
         Ok(Box::pin(events))
     }
@@ -221,9 +229,11 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::WatchProgressRequest>,
     ) -> Result<Response<Self::WatchProgressStream>, Status> {
-        Ok(Response::new(
-            self.watch(admit(request, |r| &mut r.namespace)?.0).await?,
-        ))
+        Ok(Response::new({
+            let (request, caller) = admit(request, |r| &mut r.namespace)?;
+            let slot = caller.watch_slot()?;
+            self.watch(request, slot).await?
+        }))
     }
 
     async fn cancel(

@@ -144,9 +144,12 @@ where
         match gate.admit(path, authorization, Instant::now()) {
             Ok(Some(principal)) => {
                 let method: Arc<str> = Arc::from(path);
-                request
-                    .extensions_mut()
-                    .insert(Admitted { principal, method });
+                let watching = gate.watching(&principal.name);
+                request.extensions_mut().insert(Admitted {
+                    principal,
+                    method,
+                    watching,
+                });
             }
             Ok(None) => {}
             Err(refusal) => {

@@ -217,3 +217,27 @@ async fn grpcurl_works_in_a_namespace_and_cannot_reach_across() {
     let (code, _, _) = call(&bin, &server, &default, "spindle.v1.JobService/GetStatus").await;
     assert_eq!(code, 64 + 5, "NotFound from the default namespace");
 }
+
+#[tokio::test]
+async fn grpcurl_calls_with_a_bearer_token_and_reflection_needs_none() {
+    let Some(bin) = grpcurl() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spindle.auth");
+    let hash = spindle::access::token::TokenHash::of("tok-ci").to_hex();
+    let line = format!("principal ci role=submitter namespaces=team-a sha256={hash}\n");
+    std::fs::write(&file, line).unwrap();
+    let server = TestServer::start_with(|c| c.auth = Some(file), |s| s).await;
+    // Reflection is open: grpcurl finds the services without a token.
+    let (code, out, err) = run(&bin, &server, &[], &["list"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("spindle.v1.JobService"), "{out}");
+    let submit = r#"{"kind": "demo.noop"}"#;
+    let method = "spindle.v1.JobService/Submit";
+    let (code, _, err) = call(&bin, &server, submit, method).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("Unauthenticated"), "{err}");
+    let header = ["-H", "authorization: Bearer tok-ci", "-d", submit];
+    let (code, out, err) = run(&bin, &server, &header, &[method]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_objects(&out)[0]["job"]["namespace"], "team-a");
+}

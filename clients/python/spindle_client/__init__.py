@@ -20,6 +20,8 @@ from .errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
+    Unauthenticated,
     PermissionDenied,
     SpindleError,
     Unavailable,
@@ -29,6 +31,8 @@ from .schedules import Schedule, ScheduleRun
 from .worker import JobCancelled, JobContext, PermanentError, Worker
 
 __all__ = [
+    "ResourceExhausted",
+    "Unauthenticated",
     "AlreadyExists",
     "ArgField",
     "AsyncClient",

@@ -22,6 +22,7 @@ from typing import Any, AsyncIterator, Iterable, Mapping, Optional
 import grpc
 
 from . import schedules as _sched
+from . import _auth
 from ._proto import pb, pb_grpc, spb_grpc
 from .client import (
     _RETRYABLE,
@@ -48,16 +49,18 @@ class AsyncClient:
         server: str = DEFAULT_TARGET,
         *,
         timeout: float = 30.0,
-        namespace: str = "default",
+        namespace: str = "",
         ca: Optional[str] = None,
         cert: Optional[str] = None,
         key: Optional[str] = None,
+        token: Optional[str] = None,
     ):
         self.server = server
         self.timeout = timeout
         self.namespace = namespace
         credentials = _credentials(server, ca, cert, key)
-        self._channel = _channel(grpc.aio, _target(server), credentials)
+        token = _auth.token_from(token)
+        self._channel = _channel(grpc.aio, _target(server), credentials, token=token)
         self._stub = pb_grpc.JobServiceStub(self._channel)
         self._schedules = spb_grpc.ScheduleServiceStub(self._channel)
 

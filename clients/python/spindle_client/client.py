@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
+from . import _auth
 from . import schedules as _sched
 from ._proto import pb, pb_grpc, spb_grpc
 from .errors import SpindleError, Unavailable, from_rpc_error, from_status
@@ -70,12 +71,19 @@ def _credentials(
     )
 
 
-def _channel(module, target: str, credentials, options=None):
+def _channel(module, target: str, credentials, options=None, token: Optional[str] = None):
     """A channel of `module` (grpc or grpc.aio) to `target`: TLS with `credentials`, else
-    plaintext."""
+    plaintext; with `token`, every call carries it as `authorization: Bearer`."""
+    if module is grpc:
+        if credentials is None:
+            channel = grpc.insecure_channel(target, options=options)
+        else:
+            channel = grpc.secure_channel(target, credentials, options=options)
+        return channel if token is None else grpc.intercept_channel(channel, _auth.Bearer(token))
+    interceptors = _auth.aio_interceptors(token)
     if credentials is None:
-        return module.insecure_channel(target, options=options)
-    return module.secure_channel(target, credentials, options=options)
+        return module.insecure_channel(target, options=options, interceptors=interceptors)
+    return module.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
 class Client:
@@ -83,9 +91,11 @@ class Client:
 
     `server` is "host:port" or "http://host:port" (the CLI's SPINDLE_SERVER form);
     "https://host:port", or a `ca` file (PEM), means TLS, with `cert` and `key` for a server
-    that requires client certificates (SPINDLE_CA, SPINDLE_CERT, SPINDLE_KEY). Unary
+    that requires client certificates (SPINDLE_CA, SPINDLE_CERT, SPINDLE_KEY). `token`
+    (SPINDLE_TOKEN) is sent on every call, for a server started with `--auth`. Unary
     calls give up after `timeout` seconds. Every call acts in `namespace` (the CLI's
-    SPINDLE_NAMESPACE): its jobs, queues, idempotency keys and lists are that namespace's,
+    SPINDLE_NAMESPACE; empty: "default", or the token's only namespace): its jobs, queues,
+    idempotency keys and lists are that namespace's,
     and a job of another namespace is NotFound.
     """
 
@@ -94,15 +104,17 @@ class Client:
         server: str = DEFAULT_TARGET,
         *,
         timeout: float = 30.0,
-        namespace: str = "default",
+        namespace: str = "",
         ca: Optional[str] = None,
         cert: Optional[str] = None,
         key: Optional[str] = None,
+        token: Optional[str] = None,
     ):
         self.server = server
         self.timeout = timeout
         self.namespace = namespace
-        self._channel = _channel(grpc, _target(server), _credentials(server, ca, cert, key))
+        credentials = _credentials(server, ca, cert, key)
+        self._channel = _channel(grpc, _target(server), credentials, token=_auth.token_from(token))
         self._stub = pb_grpc.JobServiceStub(self._channel)
         self._schedules = spb_grpc.ScheduleServiceStub(self._channel)
 

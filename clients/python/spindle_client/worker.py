@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional
 
 import grpc
 
+from . import _auth
 from ._context import JobCancelled, JobContext, Lease, PermanentError
 from ._messages import failure_outcome, from_struct, lease_pb, outcome_message
 from ._processes import ProcessPool
@@ -82,7 +83,7 @@ class Worker:
         self,
         server: str = "127.0.0.1:50051",
         *,
-        namespace: str = "default",
+        namespace: str = "",
         slots: int = 8,
         worker_id: Optional[str] = None,
         queues: tuple[str, ...] | list[str] = (),
@@ -93,12 +94,15 @@ class Worker:
         ca: Optional[str] = None,
         cert: Optional[str] = None,
         key: Optional[str] = None,
+        token: Optional[str] = None,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.target = _target(server)
         # TLS as the clients take it: `https://` or `ca=`, with `cert=`/`key=` for mTLS.
         self._credentials = _credentials(server, ca, cert, key)
+        # A worker token (role worker) for a server with --auth; SPINDLE_TOKEN if not given.
+        self._token = _auth.token_from(token)
         self.namespace = namespace
         self.slots = slots
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -273,7 +277,7 @@ class Worker:
 
     async def _session_once(self) -> None:
         options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
-        async with _channel(grpc.aio, self.target, self._credentials, options) as channel:
+        async with _channel(grpc.aio, self.target, self._credentials, options, token=self._token) as channel:
             stub = wpb_grpc.WorkerServiceStub(channel)
             hello = self._hello()
             outbox = self._outbox

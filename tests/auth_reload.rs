@@ -88,6 +88,9 @@ async fn sighup_reloads_the_auth_file_without_dropping_streams() {
         String::from_utf8_lossy(&listing.stdout).trim(),
         "ops  admin  *"
     );
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("quota team-z queued=1\n");
+    std::fs::write(&file, text).unwrap();
     let server = Process::start(dir.path(), &["serve", "--auth", file.to_str().unwrap()]);
     assert!(
         server
@@ -104,6 +107,21 @@ async fn sighup_reloads_the_auth_file_without_dropping_streams() {
         spindle(&all)
     };
     assert!(cli(&ops, &["stats"]).status.success());
+    // A quota refusal is logged with the principal and the method too.
+    let in_z = |args: &[&str]| cli(&ops, &[&["--namespace", "team-z"][..], args].concat());
+    assert!(
+        in_z(&["submit", "demo.sleep", "--arg", "seconds=30"])
+            .status
+            .success()
+    );
+    let over = in_z(&["submit", "demo.noop"]);
+    assert_eq!(over.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&over.stderr).contains("quota of 1 unfinished jobs"));
+    wait_for_log(
+        &server,
+        0,
+        "refused: quota principal=\"ops\" method=\"/spindle.v1.JobService/Submit\" namespace=team-z",
+    );
     let no_token = spindle(&["--server", &url, "stats"]);
     assert_eq!(no_token.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("no token"));

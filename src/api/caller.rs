@@ -10,6 +10,7 @@ use tonic::Request;
 
 use super::Error;
 use crate::access::Principal;
+use crate::engine::EngineError;
 
 /// The principal and the method of an admitted call.
 #[derive(Debug, Clone)]
@@ -94,6 +95,22 @@ impl Caller {
             });
         }
         Ok(WatchSlot(Some(count)))
+    }
+
+    /// Logs a quota refusal with the principal and the method (the gate logs its own
+    /// refusals; the engine's quotas are met here), and passes the result on.
+    pub fn noted<T>(&self, result: Result<T, EngineError>) -> Result<T, EngineError> {
+        if let Err(EngineError::QuotaExceeded {
+            namespace, what, ..
+        }) = &result
+        {
+            let (principal, method) = match &self.0 {
+                Some(a) => (a.principal.name.as_str(), &*a.method),
+                None => ("", ""),
+            };
+            tracing::warn!(principal, method, %namespace, quota = %what, "refused: quota");
+        }
+        result
     }
 
     /// The largest args this caller may send: the server's limit, or the principal's own

@@ -86,7 +86,7 @@ impl JobApi {
         caller: &Caller,
     ) -> Result<pb::SubmitResponse, Error> {
         let spec = convert::submit_spec(request, caller.max_args_bytes(self.max_args_bytes))?;
-        let submitted = self.engine.submit(spec).await?;
+        let submitted = caller.noted(self.engine.submit(spec).await)?;
         let job = &submitted.job;
         tracing::debug!(id = %job.id, kind = %job.spec.kind, existing = submitted.existing, "submitted");
         Ok(pb::SubmitResponse {
@@ -128,7 +128,8 @@ impl JobApi {
                 Err(violations) => results.push(Some(error::batch_error(violations.into()))),
             }
         }
-        let mut submitted = self.engine.submit_many(specs).await?.into_iter();
+        let submitted = self.engine.submit_many(specs).await?;
+        let mut submitted = submitted.into_iter().map(|one| caller.noted(one));
         let results = results
             .into_iter()
             .map(|done| {

@@ -7,6 +7,7 @@ pub mod convert;
 use tonic::{Request, Response, Status};
 
 use crate::api::Error;
+use crate::api::caller::Caller;
 use crate::api::convert::{DEFAULT_MAX_ARGS_BYTES, job_shown, namespace};
 use crate::engine::Engine;
 use crate::model::violation::FieldViolation;
@@ -64,6 +65,7 @@ impl ScheduleApi {
     async fn create(
         &self,
         req: pb::CreateScheduleRequest,
+        caller: &Caller,
     ) -> Result<Response<pb::Schedule>, Error> {
         let mut bad = Vec::new();
         let ns = namespace(req.namespace)
@@ -79,7 +81,7 @@ impl ScheduleApi {
             req.template,
             req.policies,
             &ns,
-            self.max_args_bytes,
+            caller.max_args_bytes(self.max_args_bytes),
             &mut bad,
         );
         let (Some(draft), true) = (draft, bad.is_empty()) else {
@@ -87,13 +89,15 @@ impl ScheduleApi {
         };
         let view = (self.engine)
             .create_schedule(&ns, &req.id, draft, req.paused, req.note, req.request_id)
-            .await?;
+            .await;
+        let view = caller.noted(view)?;
         Ok(Response::new(convert::schedule_to_pb(&view, &self.engine)))
     }
 
     async fn update(
         &self,
         req: pb::UpdateScheduleRequest,
+        caller: &Caller,
     ) -> Result<Response<pb::Schedule>, Error> {
         let mut bad = Vec::new();
         let ns = namespace(req.namespace)
@@ -106,7 +110,7 @@ impl ScheduleApi {
             req.template,
             req.policies,
             &ns,
-            self.max_args_bytes,
+            caller.max_args_bytes(self.max_args_bytes),
             &mut bad,
         );
         let (Some(draft), true) = (draft, bad.is_empty()) else {
@@ -190,9 +194,8 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<pb::CreateScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        Ok(self
-            .create(super::admit(request, |r| &mut r.namespace)?.0)
-            .await?)
+        let (request, caller) = super::admit(request, |r| &mut r.namespace)?;
+        Ok(self.create(request, &caller).await?)
     }
 
     async fn get_schedule(
@@ -218,9 +221,8 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<pb::UpdateScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        Ok(self
-            .update(super::admit(request, |r| &mut r.namespace)?.0)
-            .await?)
+        let (request, caller) = super::admit(request, |r| &mut r.namespace)?;
+        Ok(self.update(request, &caller).await?)
     }
 
     async fn delete_schedule(

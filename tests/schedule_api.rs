@@ -296,3 +296,78 @@ async fn a_schedule_fires_every_second_and_answers_every_call() {
     assert_eq!(gone.code(), Code::NotFound);
     assert!(!jobs_of(&server, "tick").await.is_empty(), "its jobs stay");
 }
+
+#[tokio::test]
+async fn a_templates_secret_args_are_redacted_and_survive_an_update_that_sends_them_back() {
+    let allow = vec!["127.0.0.1".parse().unwrap()];
+    let egress = spindle::jobs::egress::EgressPolicy::new(allow);
+    let server = TestServer::start_with(|c| c.http.egress = egress, |s| s).await;
+    let mut schedules = Schedules::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let args = serde_json::json!({
+        "url": "http://127.0.0.1:9/hook",
+        "headers": {"Authorization": "Bearer s3cret"}
+    });
+    let create = pb::CreateScheduleRequest {
+        id: "hook".into(),
+        spec: Some(every(3600)),
+        template: Some(common::request("http.request", args)),
+        // Paused: it never fires, so nothing connects anywhere.
+        paused: true,
+        ..Default::default()
+    };
+    let created = schedules
+        .create_schedule(create)
+        .await
+        .unwrap()
+        .into_inner();
+    let headers = |schedule: &pb::Schedule| {
+        let args = schedule.template.clone().unwrap().args.unwrap();
+        let args = spindle::pb::json::struct_to_json(args, "args").unwrap();
+        args["headers"]["Authorization"].clone()
+    };
+    assert_eq!(headers(&created), "[redacted]");
+    let stored = |server: &TestServer| {
+        let engine = server.engine.clone();
+        async move {
+            let view = engine.get_schedule("default", "hook").await.unwrap();
+            view.schedule.template.args["headers"]["Authorization"].clone()
+        }
+    };
+    assert_eq!(stored(&server).await, "Bearer s3cret");
+    // Sent back as read (redacted), with another URL: the secret stays.
+    let mut template = created.template.clone().unwrap();
+    let mut args = spindle::pb::json::struct_to_json(template.args.unwrap(), "args").unwrap();
+    args.insert("url".into(), "http://127.0.0.1:9/other".into());
+    template.args = Some(spindle::pb::json::json_to_struct(&args));
+    let update = pb::UpdateScheduleRequest {
+        id: "hook".into(),
+        spec: Some(every(3600)),
+        template: Some(template.clone()),
+        conflict_token: created.conflict_token.clone(),
+        ..Default::default()
+    };
+    let updated = schedules
+        .update_schedule(update)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(headers(&updated), "[redacted]");
+    assert_eq!(stored(&server).await, "Bearer s3cret");
+    // A new value replaces it.
+    args.insert(
+        "headers".into(),
+        serde_json::json!({"Authorization": "Bearer n3w"}),
+    );
+    template.args = Some(spindle::pb::json::json_to_struct(&args));
+    let update = pb::UpdateScheduleRequest {
+        id: "hook".into(),
+        spec: Some(every(3600)),
+        template: Some(template),
+        conflict_token: updated.conflict_token,
+        ..Default::default()
+    };
+    schedules.update_schedule(update).await.unwrap();
+    assert_eq!(stored(&server).await, "Bearer n3w");
+}

@@ -41,6 +41,9 @@ pub struct ProbeArgs {
     /// Calls to time (after 10 % as many untimed, to warm up).
     #[arg(long, default_value_t = 2000)]
     pub calls: usize,
+    /// A bearer token to call with (a server with --auth).
+    #[arg(long, env = "SPINDLE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// What a probe measured, in µs.
@@ -70,7 +73,11 @@ async fn probe_here(args: &ProbeArgs) -> Result<Measured, Box<dyn std::error::Er
         .tcp_nodelay(true)
         .connect()
         .await?;
-    let mut caller = Caller::new(channel, args.id.clone());
+    let token = match &args.token {
+        Some(token) => Some(format!("Bearer {token}").parse()?),
+        None => None,
+    };
+    let mut caller = Caller::new(channel, args.id.clone(), token);
     for _ in 0..args.calls / 10 {
         caller.call().await?;
     }
@@ -88,23 +95,32 @@ async fn probe_here(args: &ProbeArgs) -> Result<Measured, Box<dyn std::error::Er
     })
 }
 
-/// One kind of call, made again and again.
-enum Caller {
+/// One kind of call, made again and again, with a token or none.
+struct Caller {
+    call: Call,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+enum Call {
     Status(JobServiceClient<Channel>, pb::GetStatusRequest),
     Echo(BenchClient<Channel>, Box<EchoRequest>),
 }
 
 impl Caller {
-    fn new(channel: Channel, id: Option<String>) -> Caller {
-        match id {
-            Some(id) => Caller::Status(
+    fn new(
+        channel: Channel,
+        id: Option<String>,
+        token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ) -> Caller {
+        let call = match id {
+            Some(id) => Call::Status(
                 JobServiceClient::new(channel),
                 pb::GetStatusRequest {
                     id,
                     ..Default::default()
                 },
             ),
-            None => Caller::Echo(
+            None => Call::Echo(
                 BenchClient::new(channel),
                 Box::new(EchoRequest {
                     submit: Some(pb::SubmitRequest {
@@ -113,13 +129,31 @@ impl Caller {
                     }),
                 }),
             ),
+        };
+        Caller { call, token }
+    }
+
+    /// `message` as a request, with the token if there is one.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
         }
+        request
     }
 
     async fn call(&mut self) -> Result<(), tonic::Status> {
-        match self {
-            Caller::Status(client, request) => client.get_status(request.clone()).await.map(drop),
-            Caller::Echo(client, request) => client.echo(*request.clone()).await.map(drop),
+        match &self.call {
+            Call::Status(client, message) => {
+                let request = self.request(message.clone());
+                client.clone().get_status(request).await.map(drop)
+            }
+            Call::Echo(client, message) => {
+                let request = self.request(*message.clone());
+                client.clone().echo(request).await.map(drop)
+            }
         }
     }
 }

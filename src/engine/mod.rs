@@ -29,6 +29,7 @@ pub use submit::Submitted;
 pub use watch::EventStream;
 
 use crate::access::quota::args_bytes;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -252,22 +253,26 @@ impl Engine {
     /// `args` as a client may see them: a kind's secret fields (`writeOnly` in its schema,
     /// built in or declared by a worker in `namespace`) replaced by a redaction mark.
     /// `None` when the kind has no secrets (show the args as they are).
-    pub fn shown_args(
-        &self,
-        namespace: &str,
-        kind: &str,
-        args: &serde_json::Value,
-    ) -> Option<serde_json::Value> {
-        let redact = |secrets: &crate::model::secret::Secrets| {
+    pub fn shown_args(&self, namespace: &str, kind: &str, args: &Value) -> Option<Value> {
+        self.with_secrets(namespace, kind, |secrets| {
             let mut shown = args.clone();
             secrets.redact(&mut shown);
             shown
-        };
+        })
+    }
+
+    /// Runs `f` on a kind's secrets, if it has any.
+    pub(crate) fn with_secrets<R>(
+        &self,
+        namespace: &str,
+        kind: &str,
+        f: impl FnOnce(&crate::model::secret::Secrets) -> R,
+    ) -> Option<R> {
         match self.shared.registry.get(kind) {
-            Some(builtin) => builtin.secrets().map(redact),
+            Some(builtin) => builtin.secrets().map(f),
             None => {
                 let declared = self.shared.remote_kinds.get(namespace, kind)?;
-                declared.secrets.as_ref().map(redact)
+                declared.secrets.as_ref().map(f)
             }
         }
     }

@@ -86,6 +86,38 @@ impl Secrets {
     }
 }
 
+impl Secrets {
+    /// Puts the stored secret back where `new` holds the redaction mark: a client that read
+    /// a schedule's template (secrets redacted) and sends it back changes only what it
+    /// changed, never a secret into the mark.
+    pub fn restore(&self, new: &mut Value, old: &Value) {
+        if self.whole {
+            if new.as_str() == Some(REDACTED) {
+                *new = old.clone();
+            }
+            return;
+        }
+        match (new, old) {
+            (Value::Object(fields), Value::Object(stored)) => {
+                for (name, value) in fields.iter_mut() {
+                    let inner = self.properties.get(name).or(self.others.as_deref());
+                    if let (Some(inner), Some(before)) = (inner, stored.get(name)) {
+                        inner.restore(value, before);
+                    }
+                }
+            }
+            (Value::Array(items), Value::Array(stored)) => {
+                if let Some(inner) = &self.items {
+                    for (item, before) in items.iter_mut().zip(stored) {
+                        inner.restore(item, before);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A local `$ref` (`#/$defs/Name`, `#/definitions/Name`).
 fn resolve<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
     root.pointer(reference.strip_prefix('#')?)

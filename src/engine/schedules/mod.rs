@@ -164,7 +164,14 @@ impl Engine {
                 schedule.state.last_slot = Some(last.max(now));
             }
             schedule.spec = stored;
-            schedule.template = draft.template;
+            let mut template = draft.template;
+            if template.kind == schedule.template.kind {
+                let old = &schedule.template.args;
+                self.with_secrets(namespace, &template.kind, |secrets| {
+                    secrets.restore(&mut template.args, old);
+                });
+            }
+            schedule.template = template;
             schedule.overlap = draft.overlap;
             schedule.catchup_window = draft.catchup_window;
             Ok(())

@@ -17,8 +17,9 @@ use crate::engine::EngineError;
 pub struct Admitted {
     pub principal: Arc<Principal>,
     pub method: Arc<str>,
-    /// The principal's open watch streams (shared by all its calls).
-    pub watching: Arc<AtomicU64>,
+    /// The principal's open watch streams (shared by all its calls); set on WatchProgress
+    /// calls only.
+    pub watching: Option<Arc<AtomicU64>>,
 }
 
 /// One of a principal's open watch streams; dropping it (the stream ends or the client
@@ -79,10 +80,11 @@ impl Caller {
         let Some(admitted) = &self.0 else {
             return Ok(WatchSlot(None));
         };
-        let Some(max) = admitted.principal.limits.watchers else {
+        let (Some(max), Some(count)) = (admitted.principal.limits.watchers, &admitted.watching)
+        else {
             return Ok(WatchSlot(None));
         };
-        let count = admitted.watching.clone();
+        let count = count.clone();
         if count.fetch_add(1, Ordering::AcqRel) >= max {
             count.fetch_sub(1, Ordering::AcqRel);
             let name = &admitted.principal.name;

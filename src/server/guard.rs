@@ -144,7 +144,9 @@ where
         match gate.admit(path, authorization, Instant::now()) {
             Ok(Some(principal)) => {
                 let method: Arc<str> = Arc::from(path);
-                let watching = gate.watching(&principal.name);
+                // Only a watch counts against `watchers=`: other calls skip the lock.
+                let watching =
+                    (path.ends_with("/WatchProgress")).then(|| gate.watching(&principal.name));
                 request.extensions_mut().insert(Admitted {
                     principal,
                     method,

@@ -20,10 +20,10 @@ from .errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    ResourceExhausted,
-    Unauthenticated,
     PermissionDenied,
+    ResourceExhausted,
     SpindleError,
+    Unauthenticated,
     Unavailable,
 )
 from .models import ArgField, Event, Job, JobError, Kind, Progress, Submitted
@@ -31,8 +31,6 @@ from .schedules import Schedule, ScheduleRun
 from .worker import JobCancelled, JobContext, PermanentError, Worker
 
 __all__ = [
-    "ResourceExhausted",
-    "Unauthenticated",
     "AlreadyExists",
     "ArgField",
     "AsyncClient",
@@ -51,10 +49,12 @@ __all__ = [
     "PermanentError",
     "PermissionDenied",
     "Progress",
+    "ResourceExhausted",
     "Schedule",
     "ScheduleRun",
     "SpindleError",
     "Submitted",
+    "Unauthenticated",
     "Unavailable",
     "Worker",
 ]

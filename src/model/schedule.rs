@@ -306,9 +306,18 @@ fn parse_cron(expr: &str) -> Result<Cron, String> {
         ));
     }
     let parser = CronParser::builder().seconds(Seconds::Optional).build();
-    parser
+    let cron = parser
         .parse(expr)
-        .map_err(|e| format!("{expr:?} is not a cron expression: {e}"))
+        .map_err(|e| format!("{expr:?} is not a cron expression: {e}"))?;
+    // A pattern that never matches ("0 0 L * +": the last day of the month AND no
+    // weekday; found by fuzzing) would cost a long search at every look for its next
+    // slot; search once here, from 1970, and refuse it. Patterns repeat within the
+    // 400-year Gregorian cycle, so one that matches ever matches after 1970.
+    let epoch = Timestamp::UNIX_EPOCH.to_zoned(TimeZone::UTC);
+    if cron.find_next_occurrence(&epoch, false).is_err() {
+        return Err(format!("{expr:?} never fires: no date matches all its fields"));
+    }
+    Ok(cron)
 }
 
 /// The first `offset + k * every` (k whole, since the Unix epoch) strictly after `after`.

@@ -158,11 +158,11 @@ proptest! {
         let text = lines.join("\n");
         if let Ok(policy) = spindle::access::file::parse(&text) {
             // Every principal it took is written back by `auth add`'s line and read the same.
-            let written: Vec<String> = policy.principals.iter()
+            let written: Vec<String> = policy.principals().iter()
                 .map(|p| principal_line(&p.name, p.role, &p.namespaces, &p.token))
                 .collect();
             let again = spindle::access::file::parse(&written.join("\n")).expect("written lines parse");
-            for (before, after) in policy.principals.iter().zip(&again.principals) {
+            for (before, after) in policy.principals().iter().zip(again.principals()) {
                 prop_assert_eq!((&before.name, before.role, &before.namespaces), (&after.name, after.role, &after.namespaces));
                 prop_assert!(before.token.matches(&after.token));
             }

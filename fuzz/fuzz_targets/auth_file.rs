@@ -33,11 +33,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(policy) = parse(text) {
-        let written: Vec<String> = (policy.principals.iter())
+        let written: Vec<String> = (policy.principals().iter())
             .map(|p| principal_line(&p.name, p.role, &p.namespaces, &p.token))
             .collect();
         let again = parse(&written.join("\n")).expect("written lines parse");
-        for (before, after) in policy.principals.iter().zip(&again.principals) {
+        for (before, after) in policy.principals().iter().zip(again.principals()) {
             assert_eq!((&before.name, before.role), (&after.name, after.role));
             assert_eq!(before.namespaces, after.namespaces);
             assert!(before.token.matches(&after.token));

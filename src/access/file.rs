@@ -79,7 +79,7 @@ pub fn parse(text: &str) -> Result<Policy, FileError> {
             }
         }
     }
-    Ok(Policy { principals, quotas })
+    Ok(Policy::new(principals, quotas))
 }
 
 /// The line `spindle auth add` appends for a principal.
@@ -275,14 +275,14 @@ mod tests {
             HASH.replace('1', "2")
         );
         let policy = parse(&text).unwrap();
-        let ci = &policy.principals[0];
+        let ci = &policy.principals()[0];
         assert_eq!((ci.name.as_str(), ci.role), ("ci", Role::Submitter));
         assert_eq!(
             ci.namespaces,
             Namespaces::Only(vec!["a".into(), "b".into()])
         );
         assert_eq!(ci.limits.rate.unwrap().burst, 20.0);
-        assert_eq!(policy.principals[1].namespaces, Namespaces::All);
+        assert_eq!(policy.principals()[1].namespaces, Namespaces::All);
         let quota = &policy.quotas["a"];
         assert_eq!(
             (quota.queued, quota.args_bytes, quota.schedules),
@@ -345,7 +345,7 @@ mod tests {
         let only = Namespaces::Only(vec!["a".into(), "b".into()]);
         let line = principal_line("ci", Role::Worker, &only, &hash);
         let policy = parse(&line).unwrap();
-        assert_eq!(policy.principals[0].namespaces, only);
-        assert!(policy.principals[0].token.matches(&hash));
+        assert_eq!(policy.principals()[0].namespaces, only);
+        assert!(policy.principals()[0].token.matches(&hash));
     }
 }

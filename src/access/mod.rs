@@ -4,9 +4,9 @@
 //! reload) and each principal's rate bucket, and answers for each call: who is calling,
 //! or why not.
 //!
-//! **Invariants:** a token is never kept, only its SHA-256, compared in constant time
-//! against every principal's; a refusal names the principal and the method, never the
-//! token. Health and reflection are open to all.
+//! **Invariants:** a token is never kept, only its SHA-256, which finds its principal
+//! through a map and is then compared in constant time; a refusal names the principal and
+//! the method, never the token. Health and reflection are open to all.
 
 pub mod file;
 pub mod limit;
@@ -176,22 +176,40 @@ impl Principal {
 /// The principals and quotas in force.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    pub principals: Vec<Arc<Principal>>,
+    principals: Vec<Arc<Principal>>,
+    /// Each principal's index by its token's hash.
+    by_token: HashMap<[u8; 32], usize>,
     pub quotas: BTreeMap<String, Quota>,
 }
 
 impl Policy {
-    /// The principal whose token this is. Every principal's hash is compared, in constant
-    /// time, whichever matches: how long this takes says nothing about the token.
+    /// A policy of these principals (their names and tokens already checked unique) and
+    /// quotas.
+    pub fn new(principals: Vec<Arc<Principal>>, quotas: BTreeMap<String, Quota>) -> Policy {
+        let by_token = (principals.iter().enumerate())
+            .map(|(i, p)| (p.token.0, i))
+            .collect();
+        Policy {
+            principals,
+            by_token,
+            quotas,
+        }
+    }
+
+    pub fn principals(&self) -> &[Arc<Principal>] {
+        &self.principals
+    }
+
+    /// The principal whose token this is. The token is hashed (its length is all its
+    /// timing shows), the hash finds the candidate in a map, and the candidate's hash is
+    /// compared in constant time. A lookup's timing depends on the presented hash, which
+    /// an attacker cannot steer towards a stored one without a SHA-256 preimage; comparing
+    /// against every principal instead cost ~480 instructions per principal per call
+    /// (callgrind, 100 principals: 48,000 more per GetStatus).
     pub fn authenticate(&self, token: &str) -> Option<&Arc<Principal>> {
         let presented = TokenHash::of(token);
-        let mut found = None;
-        for principal in &self.principals {
-            if principal.token.matches(&presented) {
-                found = Some(principal);
-            }
-        }
-        found
+        let candidate = &self.principals[*self.by_token.get(&presented.0)?];
+        candidate.token.matches(&presented).then_some(candidate)
     }
 }
 
@@ -240,7 +258,7 @@ impl Gate {
     /// Puts a new policy in force for every call from now on; calls and streams already
     /// admitted go on.
     pub fn replace(&self, policy: Policy) {
-        let names: Vec<String> = policy.principals.iter().map(|p| p.name.clone()).collect();
+        let names: Vec<String> = policy.principals().iter().map(|p| p.name.clone()).collect();
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         buckets.retain(|name, _| names.contains(name));

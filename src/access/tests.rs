@@ -64,13 +64,11 @@ fn the_gate_names_each_refusal_and_limits_the_rate() {
         per_second: 1.0,
         burst: 2.0,
     });
-    let gate = Gate::new(Policy {
-        principals: vec![
-            Arc::new(limited),
-            principal("r", Role::Reader, Namespaces::All, "spk_r"),
-        ],
-        quotas: BTreeMap::new(),
-    });
+    let principals = vec![
+        Arc::new(limited),
+        principal("r", Role::Reader, Namespaces::All, "spk_r"),
+    ];
+    let gate = Gate::new(Policy::new(principals, BTreeMap::new()));
     let now = Instant::now();
     let submit = "/spindle.v1.JobService/Submit";
     assert_eq!(

@@ -93,7 +93,7 @@ fn add(path: &Path, name: &str, role: &str, namespaces: &str, json: bool) -> Res
         }
     };
     let (text, policy) = read(path)?;
-    if policy.principals.iter().any(|p| p.name == name) {
+    if policy.principals().iter().any(|p| p.name == name) {
         return Err(format!(
             "{}: principal {name:?} already exists",
             path.display()
@@ -134,7 +134,7 @@ fn add(path: &Path, name: &str, role: &str, namespaces: &str, json: bool) -> Res
 
 fn list(path: &Path, json: bool) -> Result<(), String> {
     let (_, policy) = read(path)?;
-    for p in &policy.principals {
+    for p in policy.principals() {
         let namespaces = match &p.namespaces {
             Namespaces::All => "*".to_string(),
             Namespaces::Only(names) => names.join(","),
@@ -169,7 +169,7 @@ fn list(path: &Path, json: bool) -> Result<(), String> {
 
 fn remove(path: &Path, name: &str) -> Result<(), String> {
     let (text, policy) = read(path)?;
-    if !policy.principals.iter().any(|p| p.name == name) {
+    if !policy.principals().iter().any(|p| p.name == name) {
         return Err(format!("{}: no principal {name:?}", path.display()));
     }
     let kept: String = text

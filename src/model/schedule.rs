@@ -315,7 +315,9 @@ fn parse_cron(expr: &str) -> Result<Cron, String> {
     // 400-year Gregorian cycle, so one that matches ever matches after 1970.
     let epoch = Timestamp::UNIX_EPOCH.to_zoned(TimeZone::UTC);
     if cron.find_next_occurrence(&epoch, false).is_err() {
-        return Err(format!("{expr:?} never fires: no date matches all its fields"));
+        return Err(format!(
+            "{expr:?} never fires: no date matches all its fields"
+        ));
     }
     Ok(cron)
 }

@@ -38,7 +38,7 @@ impl Access {
             path: path.clone(),
             why,
         })?;
-        tracing::info!(file = %path.display(), principals = policy.principals.len(), quotas = policy.quotas.len(), "auth file loaded");
+        tracing::info!(file = %path.display(), principals = policy.principals().len(), quotas = policy.quotas.len(), "auth file loaded");
         engine.set_quotas(policy.quotas.clone());
         Ok(Access {
             path,
@@ -54,7 +54,7 @@ impl Access {
     /// Reads the file again and puts it in force; on an error the old policy stays.
     pub async fn reload(&self) -> Result<(), String> {
         let policy = read_policy(&self.path).await?;
-        tracing::info!(file = %self.path.display(), principals = policy.principals.len(), quotas = policy.quotas.len(), "auth file reloaded");
+        tracing::info!(file = %self.path.display(), principals = policy.principals().len(), quotas = policy.quotas.len(), "auth file reloaded");
         self.engine.set_quotas(policy.quotas.clone());
         self.gate.replace(policy);
         Ok(())

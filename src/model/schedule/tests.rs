@@ -161,7 +161,13 @@ fn every_bad_field_is_named() {
     assert_eq!(refused(cron("@fortnightly"), "", None, None), ["spec.cron"]);
     // Found by fuzzing: an empty list item matched nothing, and each search for the next
     // slot took 1.4 s of CPU.
-    for empty in [", * 5  * 5 *", ", 5   * 1 *", "0 1,,2 * * *", "0 5, * * *", "0 0 L * +"] {
+    for empty in [
+        ", * 5  * 5 *",
+        ", 5   * 1 *",
+        "0 1,,2 * * *",
+        "0 5, * * *",
+        "0 0 L * +",
+    ] {
         assert_eq!(
             refused(cron(empty), "", None, None),
             ["spec.cron"],

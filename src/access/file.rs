@@ -18,11 +18,11 @@ use super::limit::Rate;
 use super::quota::Quota;
 use super::token::TokenHash;
 use super::{Namespaces, Policy, Principal, PrincipalLimits, Role};
+use crate::model::job::MAX_NAMESPACE_NAME;
+use crate::model::violation;
 
 /// The most bytes an auth file may hold.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
-/// The longest principal or namespace name.
-const MAX_NAME: usize = 64;
 
 /// What is wrong with an auth file, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,7 +118,7 @@ fn pairs<'a>(words: impl Iterator<Item = &'a str>) -> Result<Vec<(&'a str, &'a s
 fn principal<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Principal, String> {
     let name = words.next().ok_or("a principal needs a name")?;
     check_name("the principal's name", name)?;
-    let (mut role, mut namespaces, mut token) = (None, None, None);
+    let (mut role, mut namespaces, mut token, mut burst) = (None, None, None, None);
     let mut limits = PrincipalLimits::default();
     for (key, value) in pairs(words)? {
         match key {
@@ -130,7 +130,7 @@ fn principal<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Principal, 
                 })?);
             }
             "rate" => limits.rate = Some(Rate::parse(value)?),
-            "burst" => limits.burst = Some(count(key, value)? as f64),
+            "burst" => burst = Some(count(key, value)? as f64),
             "max-args" => limits.max_args_bytes = Some(size(key, value)? as usize),
             "watchers" => limits.watchers = Some(count(key, value)?),
             other => {
@@ -141,11 +141,10 @@ fn principal<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Principal, 
             }
         }
     }
-    if limits.burst.is_some() && limits.rate.is_none() {
-        return Err("burst needs a rate".into());
-    }
-    if let (Some(rate), Some(burst)) = (&mut limits.rate, limits.burst) {
-        rate.burst = burst.max(1.0);
+    match (&mut limits.rate, burst) {
+        (Some(rate), Some(burst)) => rate.burst = burst.max(1.0),
+        (None, Some(_)) => return Err("burst needs a rate".into()),
+        _ => {}
     }
     Ok(Principal {
         name: name.to_string(),
@@ -188,12 +187,13 @@ fn unknown(key: &str, known: &str) -> String {
     format!("unknown key {:?}; known: {known}", clip(key))
 }
 
-fn parse_namespaces(value: &str) -> Result<Namespaces, String> {
+/// `*`, or names separated by commas (repeats dropped).
+pub fn parse_namespaces(value: &str) -> Result<Namespaces, String> {
     if value == "*" {
         return Ok(Namespaces::All);
     }
     let mut names: Vec<String> = Vec::new();
-    for name in value.split(',') {
+    for name in value.split(',').map(str::trim) {
         check_name("a namespace", name)?;
         if !names.iter().any(|n| n == name) {
             names.push(name.to_string());
@@ -202,21 +202,11 @@ fn parse_namespaces(value: &str) -> Result<Namespaces, String> {
     Ok(Namespaces::Only(names))
 }
 
-/// A principal's or namespace's name: letters, digits, '.', '_' and '-', 1 to 64 bytes
-/// (a namespace's rule in the API).
+/// A principal's or namespace's name, by the API's rule for names
+/// ([`crate::model::violation::check_name`]).
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    let fits = (1..=MAX_NAME).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if fits {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} {:?} must be 1 to {MAX_NAME} letters, digits, '.', '_' or '-'",
-            clip(name)
-        ))
-    }
+    violation::check_name(what, name, MAX_NAMESPACE_NAME)
+        .map_err(|v| format!("{what} {:?} {}", clip(name), v.description))
 }
 
 fn count(key: &str, value: &str) -> Result<u64, String> {

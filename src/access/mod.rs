@@ -114,10 +114,8 @@ pub enum Namespaces {
 /// A principal's own limits; `None`: the server's.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PrincipalLimits {
-    /// Calls per second (every call counts once; a stream when it opens).
+    /// Calls per second, with its burst (every call counts once; a stream when it opens).
     pub rate: Option<Rate>,
-    /// The burst given in the file, already applied to `rate`.
-    pub burst: Option<f64>,
     /// The largest args a Submit (or a schedule's template) may carry, if smaller than
     /// the server's `--max-args-bytes`.
     pub max_args_bytes: Option<usize>,
@@ -262,6 +260,10 @@ impl Gate {
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         buckets.retain(|name, _| names.contains(name));
+        drop(buckets);
+        // A removed principal's open streams keep their own count and free it as they end.
+        let mut watching = self.watching.lock().unwrap_or_else(|e| e.into_inner());
+        watching.retain(|name, _| names.contains(name));
     }
 
     /// The count of a principal's open watch streams.

@@ -26,7 +26,12 @@ pub fn args_bytes(args: &Value) -> u64 {
         Value::Null => 4,
         Value::Bool(true) => 4,
         Value::Bool(false) => 5,
-        Value::Number(n) => n.to_string().len() as u64,
+        Value::Number(n) => {
+            // Counted as written, without allocating: this runs at every accept and finish.
+            let mut counter = Counter(0);
+            let _ = std::fmt::Write::write_fmt(&mut counter, format_args!("{n}"));
+            counter.0
+        }
         Value::String(s) => s.len() as u64 + 2,
         Value::Array(items) => {
             let inner: u64 = items.iter().map(args_bytes).sum();
@@ -39,6 +44,16 @@ pub fn args_bytes(args: &Value) -> u64 {
                 .sum();
             2 + inner + fields.len().saturating_sub(1) as u64
         }
+    }
+}
+
+/// A `fmt::Write` that only counts bytes.
+struct Counter(u64);
+
+impl std::fmt::Write for Counter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len() as u64;
+        Ok(())
     }
 }
 

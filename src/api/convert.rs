@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value as Json;
 
-use crate::model::job::{JobId, JobSpec, JobState, RetryPolicy};
+use crate::model::job::{JobId, JobSpec, JobState, MAX_NAMESPACE_NAME, RetryPolicy};
 use crate::model::violation::FieldViolation;
+pub(crate) use crate::model::violation::check_name;
 use crate::pb;
 use crate::store::ListQuery;
 
@@ -17,7 +18,6 @@ pub use super::reply::{event_to_pb, job_shown, job_to_pb, kind_to_pb, state_to_p
 pub use crate::pb::json::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 
 const MAX_QUEUE_NAME: usize = 64;
-const MAX_NAMESPACE_NAME: usize = 64;
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_KEY: usize = 63;
 const MAX_LABEL_VALUE: usize = 256;
@@ -212,19 +212,6 @@ fn retry_policy(r: pb::RetryPolicy, bad: &mut Vec<FieldViolation>) -> Option<Ret
         multiplier,
         jitter: r.jitter,
     })
-}
-
-pub(crate) fn check_name(field: &str, name: &str, max: usize) -> Result<(), FieldViolation> {
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if name.is_empty() || name.len() > max || !valid_chars {
-        return Err(FieldViolation::new(
-            field,
-            format!("must be 1 to {max} letters, digits, '.', '_' or '-'"),
-        ));
-    }
-    Ok(())
 }
 
 fn check_labels(labels: &HashMap<String, String>, bad: &mut Vec<FieldViolation>) {

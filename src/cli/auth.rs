@@ -83,14 +83,7 @@ fn add(path: &Path, name: &str, role: &str, namespaces: &str, json: bool) -> Res
                 "give the namespaces it may use: --namespace NS[,NS...] or '*' for all".into(),
             );
         }
-        "*" => Namespaces::All,
-        list => {
-            let names: Vec<String> = list.split(',').map(|n| n.trim().to_string()).collect();
-            for name in &names {
-                check_name("a namespace", name)?;
-            }
-            Namespaces::Only(names)
-        }
+        list => file::parse_namespaces(list)?,
     };
     let (text, policy) = read(path)?;
     if policy.principals().iter().any(|p| p.name == name) {

@@ -159,6 +159,8 @@ pub const DEFAULT_QUEUE: &str = "default";
 
 /// The namespace of a request that names none; records leave it out.
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// The longest namespace name.
+pub const MAX_NAMESPACE_NAME: usize = 64;
 
 fn default_namespace() -> String {
     DEFAULT_NAMESPACE.into()

@@ -20,6 +20,21 @@ impl FieldViolation {
     }
 }
 
+/// Checks a name (a namespace, queue, schedule id, principal): 1 to `max` letters,
+/// digits, '.', '_' or '-'. One rule for the API's fields and the auth file's names.
+pub fn check_name(field: &str, name: &str, max: usize) -> Result<(), FieldViolation> {
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > max || !valid_chars {
+        return Err(FieldViolation::new(
+            field,
+            format!("must be 1 to {max} letters, digits, '.', '_' or '-'"),
+        ));
+    }
+    Ok(())
+}
+
 /// Violations as one line: `field: description; field: description`.
 pub fn describe(violations: &[FieldViolation]) -> String {
     let parts: Vec<String> = violations

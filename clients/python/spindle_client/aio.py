@@ -22,7 +22,6 @@ from typing import Any, AsyncIterator, Iterable, Mapping, Optional
 import grpc
 
 from . import schedules as _sched
-from . import _auth
 from ._proto import pb, pb_grpc, spb_grpc
 from .client import (
     _RETRYABLE,
@@ -59,7 +58,6 @@ class AsyncClient:
         self.timeout = timeout
         self.namespace = namespace
         credentials = _credentials(server, ca, cert, key)
-        token = _auth.token_from(token)
         self._channel = _channel(grpc.aio, _target(server), credentials, token=token)
         self._stub = pb_grpc.JobServiceStub(self._channel)
         self._schedules = spb_grpc.ScheduleServiceStub(self._channel)

@@ -73,7 +73,9 @@ def _credentials(
 
 def _channel(module, target: str, credentials, options=None, token: Optional[str] = None):
     """A channel of `module` (grpc or grpc.aio) to `target`: TLS with `credentials`, else
-    plaintext; with `token`, every call carries it as `authorization: Bearer`."""
+    plaintext; with `token` (else SPINDLE_TOKEN), every call carries it as
+    `authorization: Bearer`."""
+    token = _auth.token_from(token)
     if module is grpc:
         if credentials is None:
             channel = grpc.insecure_channel(target, options=options)
@@ -114,7 +116,7 @@ class Client:
         self.timeout = timeout
         self.namespace = namespace
         credentials = _credentials(server, ca, cert, key)
-        self._channel = _channel(grpc, _target(server), credentials, token=_auth.token_from(token))
+        self._channel = _channel(grpc, _target(server), credentials, token=token)
         self._stub = pb_grpc.JobServiceStub(self._channel)
         self._schedules = spb_grpc.ScheduleServiceStub(self._channel)
 

@@ -37,7 +37,6 @@ from typing import Any, Callable, Optional
 
 import grpc
 
-from . import _auth
 from ._context import JobCancelled, JobContext, Lease, PermanentError
 from ._messages import failure_outcome, from_struct, lease_pb, outcome_message
 from ._processes import ProcessPool
@@ -102,7 +101,7 @@ class Worker:
         # TLS as the clients take it: `https://` or `ca=`, with `cert=`/`key=` for mTLS.
         self._credentials = _credentials(server, ca, cert, key)
         # A worker token (role worker) for a server with --auth; SPINDLE_TOKEN if not given.
-        self._token = _auth.token_from(token)
+        self._token = token
         self.namespace = namespace
         self.slots = slots
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
